@@ -1,0 +1,125 @@
+"""Reading NeMo's packed .npy as NeMo-Aligner's SFT does: batches, attention blocks, and the packs each step draws.
+
+Sources (NeMo v2.1.0): GPTSFTPackedDataset.collate_fn and _build_samples_mapping in
+`nemo/collections/nlp/data/language_modeling/megatron/gpt_sft_dataset.py`, MegatronPretrainingRandomBatchSampler in
+`.../megatron/megatron_batch_samplers.py`; NeMo-Aligner v0.7.0 `examples/nlp/gpt/train_gpt_sft.py` (model.data.sample).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nemo_recipes.errors import UserError
+
+PACK_KEYS = ("input_ids", "loss_mask", "seq_start_id")
+
+
+def load_packs(path) -> list[dict]:
+    """The packs of a NeMo packed .npy, checked for the structure GPTSFTPackedDataset reads."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: packed data file not found.")
+    try:
+        packs = np.load(path, allow_pickle=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a NumPy .npy file ({e}).") from None
+    if packs.dtype != object or packs.ndim != 1 or len(packs) == 0:
+        raise UserError(f"{path}: expected a non-empty 1-D object array of packs, found {packs.dtype} {packs.shape}.")
+    for index, pack in enumerate(packs):
+        if not isinstance(pack, dict) or any(key not in pack for key in PACK_KEYS):
+            raise UserError(f"{path}: pack {index} is not a dict with keys {', '.join(PACK_KEYS)}.")
+        if len(pack["loss_mask"]) != len(pack["input_ids"]) or list(pack["seq_start_id"][:1]) != [0]:
+            raise UserError(f"{path}: pack {index} has mismatched loss_mask/input_ids or a seq_start_id not from 0.")
+        if not any(any(pack["loss_mask"][start + 1 : end]) for start, end in _bounds(pack)):
+            # NeMo divides by the pack's loss-token count, so such a pack would turn the loss into NaN.
+            raise UserError(f"{path}: pack {index} has no answer token to train on.")
+    return list(packs)
+
+
+def packed_batch(pack: dict) -> dict:
+    """One pack as NeMo's collate_fn shapes it (micro batch 1): each sub-sequence loses its last token in `tokens`
+    and its first in `labels` and `loss_mask`; `position_ids` restart at 0 per sub-sequence.
+
+    Returns torch tensors `tokens`, `labels`, `position_ids` (int64, shape [1, T]), `loss_mask` (float32, [1, T]),
+    plus `seq_lengths` (the T positions per sub-sequence) and `token_count` (T). NeMo's padding of T to a multiple
+    of 16 is left out: padded positions carry no loss and attend to nothing real, so it changes no number.
+    """
+    import torch
+
+    input_ids = np.asarray(pack["input_ids"], dtype=np.int64)
+    loss_mask = np.asarray(pack["loss_mask"], dtype=np.float32)
+    bounds = _bounds(pack)
+    as_input = np.concatenate([np.arange(start, end - 1) for start, end in bounds])
+    as_label = as_input + 1
+    seq_lengths = [end - start - 1 for start, end in bounds]
+    position_ids = np.concatenate([np.arange(n) for n in seq_lengths])
+    return {
+        "tokens": torch.from_numpy(input_ids[as_input])[None],
+        "labels": torch.from_numpy(input_ids[as_label])[None],
+        "loss_mask": torch.from_numpy(loss_mask[as_label])[None],
+        "position_ids": torch.from_numpy(position_ids)[None],
+        "seq_lengths": seq_lengths,
+        "token_count": int(as_input.size),
+    }
+
+
+def block_causal_mask(seq_lengths: list[int], device=None):
+    """Boolean [1, 1, T, T] mask, True where a position may attend: causal inside each sub-sequence, nothing across
+    (what NeMo's THD attention with cu_seqlens computes)."""
+    import torch
+
+    segment = torch.repeat_interleave(
+        torch.arange(len(seq_lengths), device=device), torch.tensor(seq_lengths, device=device)
+    )
+    total = segment.numel()
+    causal = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+    return (causal & (segment[:, None] == segment[None, :]))[None, None]
+
+
+def pack_draws(num_packs: int, global_batch_size: int, max_steps: int, *, upsample: bool, seed: int) -> np.ndarray:
+    """Pack indices each training step uses, shape [max_steps, global_batch_size], as NeMo-Aligner draws them.
+
+    upsample=True (model.data.sample=True): the dataset is max_steps x GBS entries made of whole passes over the
+    packs, each pass shuffled (np.random seeded with `seed`); the batch sampler then reads that list in a
+    torch.randperm order seeded with `seed`. upsample=False: epochs over the packs, each a torch.randperm seeded with
+    seed + epoch, the last partial batch dropped. NeMo seeds these from train_ds.seed and model.seed, both 1234 by
+    default; here one `seed` stands for both.
+    """
+    if num_packs < 1 or global_batch_size < 1 or max_steps < 1:
+        raise UserError("num_packs, global_batch_size and max_steps must all be at least 1.")
+    if upsample:
+        num_samples = max_steps * global_batch_size
+        passes = np.arange(num_packs)[None, :].repeat(-(-num_samples // num_packs), axis=0)
+        rng = np.random.RandomState(seed)
+        for one_pass in passes:
+            rng.shuffle(one_pass)
+        dataset = passes.reshape(-1)[:num_samples]
+        order = _torch_randperm(num_samples, seed)
+        return dataset[order].reshape(max_steps, global_batch_size)
+
+    steps_per_epoch = num_packs // global_batch_size
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"global_batch_size {global_batch_size} exceeds the {num_packs} packs, so an epoch has no step; "
+            f"lower it or set upsample=True."
+        )
+    epochs = [
+        _torch_randperm(num_packs, seed + epoch)[: steps_per_epoch * global_batch_size]
+        for epoch in range(-(-max_steps // steps_per_epoch))
+    ]
+    return np.concatenate(epochs)[: max_steps * global_batch_size].reshape(max_steps, global_batch_size)
+
+
+def _torch_randperm(n: int, seed: int) -> np.ndarray:
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.randperm(n, generator=generator).numpy()
+
+
+def _bounds(pack: dict) -> list[tuple[int, int]]:
+    starts = [int(s) for s in pack["seq_start_id"]]
+    return list(zip(starts, starts[1:] + [len(pack["input_ids"])]))

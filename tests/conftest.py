@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny Qwen2.5-shaped tokenizer and a tiny random Qwen2 student, built locally (no hub)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CORPUS = [
+    "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nSolve the following math problem. Make sure to put the "
+    "answer (and only answer) inside \\boxed{}.\n\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
+    "Let me think step by step. hello world, so the answer is \\boxed{42}.<|im_end|>\n",
+    "First we add the numbers, then we check the result. Wait, let me verify that again.",
+] * 20
+
+
+def sft_record(record_id: str, problem: str, solution: str) -> dict:
+    """An SFT record as the select stage writes it: rendered ChatML prompt, solution ending in <|im_end|>."""
+    prompt = (
+        "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nSolve the following math problem. Make sure to put the "
+        f"answer (and only answer) inside \\boxed{{}}.\n\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    return {"id": record_id, "input": prompt, "output": solution + "<|im_end|>\n", "num_tokens": 0, "source": "test"}
+
+
+def write_jsonl(path, records) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    # eos <|endoftext|>, as in the Qwen2.5 base models; no bos, as in Qwen2.
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    directory = tmp_path_factory.mktemp("tiny_tokenizer")
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory, tiny_tokenizer_dir):
+    """A random 2-layer Qwen2 (GQA, like Qwen2.5) with the tiny tokenizer beside it, seeded so numbers are fixed."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny_student")
+    for path in tiny_tokenizer_dir.iterdir():
+        shutil.copy2(path, directory / path.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(str(directory))
+    return directory
