@@ -1,0 +1,353 @@
+"""Megatron parallelism plan, the checks run before any GPU job starts, and the commands that start one.
+
+Commands are argument lists for `subprocess`, never shell strings. Three ways to reach the NeMo container:
+  torchrun  -- already inside it on one node (`docker run ... make reproduce-main`)
+  srun      -- Slurm with pyxis: `--container-image`, one task per GPU, every path mounted at the same path
+  docker    -- `docker_run_command` prints how to get from a bare machine into it
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from nemo_recipes.errors import UserError
+
+# What NeMo-Skills exports before NeMo-Aligner training (nemo_skills/pipeline/train.py, utils/exp.py).
+# CUDA_DEVICE_MAX_CONNECTIONS=1 lets Megatron overlap TP/SP communication with compute in launch order.
+# HF_HUB_OFFLINE: every model and tokenizer path is a mounted directory; compute nodes often have no internet.
+SFT_ENVIRONMENT = {
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    "HYDRA_FULL_ERROR": "1",
+    "PYTHONUNBUFFERED": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+
+# convert_qwen2_hf_to_nemo.py loads the HF model on the CPU in fp32: 4 bytes per parameter is the floor (its peak
+# is higher while the Megatron copy is built), i.e. more than 130 GB for Qwen2.5-32B (research/nemo_aligner.md 4.1).
+HF_TO_NEMO_BYTES_PER_PARAM = 4
+
+DOCKER_GPU_FLAGS = ["--gpus", "all", "--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    nodes: int
+    gpus_per_node: int
+    tp: int
+    pp: int
+    cp: int
+    sequence_parallel: bool
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def model_parallel_size(self) -> int:
+        """GPUs holding one replica of the model."""
+        return self.tp * self.pp * self.cp
+
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // self.model_parallel_size
+
+    @property
+    def pad_multiple(self) -> int:
+        """The multiple NeMo-Aligner pads each packed batch to (builders.build_sft_dataset)."""
+        return (8 * self.tp if self.sequence_parallel else 16) * self.cp
+
+
+def parallel_plan(cfg) -> ParallelPlan:
+    parallel = cfg.student.parallel
+    return ParallelPlan(
+        nodes=int(cfg.cluster.nodes),
+        gpus_per_node=int(cfg.cluster.gpus_per_node),
+        tp=int(parallel.tp),
+        pp=int(parallel.pp),
+        cp=int(parallel.cp),
+        sequence_parallel=bool(parallel.sequence_parallel),
+    )
+
+
+def validate_sft_launch(
+    cfg,
+    *,
+    longest_sequence: int,
+    packed_context_parallel_size: int,
+    paths: Mapping[str, Path],
+    check_memory: bool = True,
+    num_packs: int | None = None,
+    meminfo_path: str | os.PathLike = "/proc/meminfo",
+) -> None:
+    """Raise UserError, in one sentence, for the first setting that would make the NeMo-Aligner run fail or lie.
+
+    `paths` maps what a file is ("packed training data") to where it must be. `num_packs` (packs in the training
+    file) is needed only when sft.upsample is false, to see whether max_epochs caps max_steps. `check_memory` tests
+    this host's RAM for the HF->NeMo conversion; pass False when the conversion runs elsewhere or is done.
+    """
+    for what, path in paths.items():
+        if not Path(path).exists():
+            raise UserError(f"{what} not found at {path}.")
+    plan = parallel_plan(cfg)
+    _check_parallelism(plan, cfg.student)
+    _check_batches(plan, cfg.sft)
+    _check_packing(plan, cfg.sft, longest_sequence, packed_context_parallel_size)
+    _check_schedule(cfg.sft, num_packs)
+    _check_cluster(cfg.cluster)
+    _check_logger(cfg.sft)
+    if check_memory:
+        _check_host_memory(cfg.student, Path(meminfo_path))
+
+
+def _check_parallelism(plan: ParallelPlan, student) -> None:
+    if plan.world_size < 1:
+        raise UserError(
+            f"cluster.nodes x cluster.gpus_per_node is {plan.nodes} x {plan.gpus_per_node}: NeMo-Aligner SFT needs "
+            "GPUs (use sft=toy for the CPU reference trainer)."
+        )
+    if plan.world_size % plan.model_parallel_size:
+        raise UserError(
+            f"student.parallel needs TP x PP x CP = {plan.tp} x {plan.pp} x {plan.cp} = {plan.model_parallel_size} "
+            f"GPUs per model replica, which does not divide the {plan.world_size} GPUs of cluster.nodes x "
+            f"cluster.gpus_per_node = {plan.nodes} x {plan.gpus_per_node}."
+        )
+    kv_heads = int(student.num_kv_heads)
+    if kv_heads % plan.tp:
+        raise UserError(
+            f"student.parallel.tp {plan.tp} does not divide the {kv_heads} KV heads of {student.name} "
+            "(student.num_kv_heads)."
+        )
+    if plan.sequence_parallel and plan.tp == 1:
+        raise UserError("student.parallel.sequence_parallel needs tensor parallelism, but student.parallel.tp is 1.")
+
+
+def _check_batches(plan: ParallelPlan, sft) -> None:
+    gbs, mbs = int(sft.global_batch_size), int(sft.micro_batch_size)
+    if mbs != 1:
+        raise UserError(f"sft.micro_batch_size is {mbs}, but NeMo's packed-sequence dataset needs 1.")
+    if gbs % (mbs * plan.data_parallel_size):
+        raise UserError(
+            f"sft.global_batch_size {gbs} is not divisible by micro batch x data-parallel size = "
+            f"{mbs} x {plan.data_parallel_size}."
+        )
+
+
+def _check_packing(plan: ParallelPlan, sft, longest_sequence: int, packed_cp: int) -> None:
+    pack_size = int(sft.pack_size)
+    # A sample of n tokens fills n - 1 positions of a pack: its inputs drop the last token, its labels the first.
+    if longest_sequence - 1 > pack_size:
+        raise UserError(
+            f"sft.pack_size {pack_size} is smaller than the longest SFT example ({longest_sequence} tokens, "
+            f"{longest_sequence - 1} positions); raise sft.pack_size or drop that example."
+        )
+    if pack_size % plan.pad_multiple:
+        raise UserError(
+            f"sft.pack_size {pack_size} is not a multiple of {plan.pad_multiple}, the length NeMo pads packs to "
+            f"with TP {plan.tp}{' and sequence parallel' if plan.sequence_parallel else ''} and CP {plan.cp}."
+        )
+    if int(packed_cp) != plan.cp:
+        raise UserError(
+            f"the packed data was made for context parallel size {packed_cp} but student.parallel.cp is {plan.cp}; "
+            f"pack it again with context_parallel_size={plan.cp}."
+        )
+
+
+def _check_schedule(sft, num_packs: int | None) -> None:
+    max_steps, max_epochs = int(sft.max_steps), int(sft.max_epochs)
+    save, val = int(sft.save_interval), int(sft.val_check_interval)
+    if max_steps <= 0:
+        raise UserError(f"sft.max_steps is {max_steps}; training is driven by steps, so give a positive number.")
+    if save <= 0 or val <= 0:
+        raise UserError(
+            f"sft.save_interval ({save}) and sft.val_check_interval ({val}) must both be positive, or the final "
+            "model is never saved."
+        )
+    if save % val:
+        raise UserError(
+            f"sft.save_interval {save} is not a multiple of sft.val_check_interval {val} (NeMo-Aligner asserts it)."
+        )
+    # SupervisedTrainer trains min(max_steps, max_epochs x steps_per_epoch); steps_per_epoch = samples // GBS,
+    # and with model.data.sample=True the dataset holds exactly max_steps x GBS packs.
+    if sft.upsample:
+        steps_per_epoch = max_steps
+    elif num_packs is None:
+        raise ValueError("num_packs is required when sft.upsample is false")
+    else:
+        steps_per_epoch = int(num_packs) // int(sft.global_batch_size)
+        if steps_per_epoch == 0:
+            raise UserError(
+                f"the {num_packs} packs make no full global batch of {sft.global_batch_size}, so NeMo-Aligner would "
+                "train 0 steps; set sft.upsample=true or lower sft.global_batch_size."
+            )
+    if max_epochs * steps_per_epoch < max_steps:
+        raise UserError(
+            f"sft.max_steps {max_steps} would be cut to {max_epochs * steps_per_epoch} by sft.max_epochs {max_epochs} "
+            f"x {steps_per_epoch} steps per epoch; raise sft.max_epochs."
+        )
+
+
+def _check_cluster(cluster) -> None:
+    if cluster.launcher == "local":
+        if int(cluster.nodes) != 1:
+            raise UserError(f"cluster.launcher local runs on one node, but cluster.nodes is {cluster.nodes}.")
+        return
+    if cluster.launcher != "slurm":
+        raise UserError(f"cluster.launcher is '{cluster.launcher}'; use local or slurm.")
+    for key in ("partition", "container_image"):
+        if _optional(cluster, key) is None:
+            raise UserError(f"cluster.{key} must be set when cluster.launcher is slurm.")
+
+
+def _check_logger(sft) -> None:
+    if sft.get("logger") == "wandb" and "WANDB_API_KEY" not in os.environ:
+        raise UserError("sft.logger is wandb but WANDB_API_KEY is not set; export it or use sft.logger=tensorboard.")
+
+
+def _check_host_memory(student, meminfo: Path) -> None:
+    needed = conversion_memory_bytes(float(student.num_params_b))
+    available = _available_memory_bytes(meminfo)
+    if available < needed:
+        raise UserError(
+            f"converting {student.name} from HF to NeMo loads it in fp32 and needs at least {needed / 1e9:.0f} GB of "
+            f"host RAM, but {meminfo} shows {available / 1e9:.0f} GB available."
+        )
+
+
+def conversion_memory_bytes(num_params_b: float) -> int:
+    return int(num_params_b * 1e9 * HF_TO_NEMO_BYTES_PER_PARAM)
+
+
+def _available_memory_bytes(meminfo: Path) -> int:
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise UserError(f"{meminfo} has no MemAvailable line, so host RAM cannot be checked.")
+
+
+def _optional(node, key: str):
+    """node[key], or None when it is absent, null or Hydra's mandatory '???' left unset."""
+    from omegaconf import OmegaConf
+
+    if key not in node or OmegaConf.is_missing(node, key):
+        return None
+    return node[key]
+
+
+def sft_environment(cfg) -> dict[str, str]:
+    """Variables the training and conversion processes need on top of the caller's environment."""
+    env = dict(SFT_ENVIRONMENT)
+    if cfg.sft.get("logger") == "wandb" and "WANDB_API_KEY" in os.environ:
+        env["WANDB_API_KEY"] = os.environ["WANDB_API_KEY"]
+    return env
+
+
+def same_path_mounts(folders: Iterable[os.PathLike | str], extra: Sequence[str] = ()) -> list[str]:
+    """`src:src` container mounts for `folders` (outermost ones only), then the user's `extra` mounts.
+
+    Paths keep their host spelling inside the container because the HF tokenizer path is baked into the .nemo
+    (research/nemo_aligner.md 4.1, 7.7): conversion, packing and training must all see the same path.
+    """
+    folders = sorted({Path(f).absolute() for f in folders})
+    outermost = [f for f in folders if not any(f != o and f.is_relative_to(o) for o in folders)]
+    return [f"{f}:{f}" for f in outermost] + [str(m) for m in extra]
+
+
+def distributed_command(cfg, program: Sequence[str], *, mounts: Sequence[str], job_name: str) -> list[str]:
+    """Run `program` (a python script and its arguments) on every GPU of the job: torchrun or srun."""
+    python = str(cfg.cluster.get("nemo_python", "python"))
+    plan = parallel_plan(cfg)
+    if cfg.cluster.launcher == "local":
+        return torchrun_command(python, program, gpus_per_node=plan.gpus_per_node)
+    return srun_command(
+        cfg.cluster,
+        [python, "-u", *program],
+        nodes=plan.nodes,
+        tasks_per_node=plan.gpus_per_node,
+        mounts=mounts,
+        job_name=job_name,
+        env_names=list(sft_environment(cfg)),
+    )
+
+
+def single_process_command(cfg, program: Sequence[str], *, mounts: Sequence[str], job_name: str) -> list[str]:
+    """Run `program` once: here (already in the container) or as one Slurm task owning a whole node and its RAM."""
+    python = str(cfg.cluster.get("nemo_python", "python"))
+    if cfg.cluster.launcher == "local":
+        return [python, *program]
+    return srun_command(
+        cfg.cluster,
+        [python, "-u", *program],
+        nodes=1,
+        tasks_per_node=1,
+        mounts=mounts,
+        job_name=job_name,
+        env_names=list(sft_environment(cfg)),
+        exclusive=True,
+    )
+
+
+def torchrun_command(python: str, program: Sequence[str], *, gpus_per_node: int) -> list[str]:
+    # --standalone: a private rendezvous on a free port, so two jobs on one node never share 29500.
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={gpus_per_node}",
+            *program]
+
+
+def srun_command(
+    cluster,
+    program: Sequence[str],
+    *,
+    nodes: int,
+    tasks_per_node: int,
+    mounts: Sequence[str],
+    job_name: str,
+    env_names: Iterable[str] = (),
+    exclusive: bool = False,
+) -> list[str]:
+    """srun with a pyxis container; PyTorch Lightning reads its rank from Slurm, one task per GPU."""
+    command = [
+        "srun",
+        f"--job-name={job_name}",
+        f"--nodes={nodes}",
+        f"--ntasks-per-node={tasks_per_node}",
+        f"--gpus-per-node={int(cluster.gpus_per_node)}",
+    ]
+    for flag, key in (("--partition", "partition"), ("--account", "account"), ("--time", "time_limit")):
+        if _optional(cluster, key) is not None:
+            command.append(f"{flag}={_optional(cluster, key)}")
+    if exclusive:
+        command.append("--exclusive")
+    command += [
+        f"--container-image={_optional(cluster, 'container_image')}",
+        f"--container-mounts={','.join(mounts)}",
+        "--no-container-mount-home",
+        "--kill-on-bad-exit=1",
+        "--wait=10",
+    ]
+    names = sorted(set(env_names))
+    if names:
+        command.append(f"--container-env={','.join(names)}")
+    command += [str(arg) for arg in (_optional(cluster, "srun_extra_args") or [])]
+    return command + [str(arg) for arg in program]
+
+
+def docker_run_command(
+    image: str,
+    command: Sequence[str],
+    *,
+    mounts: Sequence[str] = (),
+    workdir: os.PathLike | str | None = None,
+    env: Mapping[str, str] | None = None,
+    interactive: bool = False,
+) -> list[str]:
+    """`docker run` with the flags NVIDIA documents for NeMo containers (GPUs, host IPC, unlimited locked memory)."""
+    args = ["docker", "run", "--rm"] + (["-it"] if interactive else []) + DOCKER_GPU_FLAGS
+    for mount in mounts:
+        args += ["-v", mount]
+    for name, value in (env or {}).items():
+        args += ["-e", f"{name}={value}"]
+    if workdir is not None:
+        args += ["-w", str(workdir)]
+    return args + [image, *command]

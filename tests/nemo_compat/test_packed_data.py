@@ -1,0 +1,77 @@
+"""Our packed .npy, read by NeMo's GPTSFTPackedDataset and batched by its collate_fn, gives exactly the tokens,
+labels, loss masks, positions and cu_seqlens that NeMo's own tokenization and packing give for the same data."""
+
+from __future__ import annotations
+
+import pytest
+
+from nemo_reference import SKIP_REASON, compose_cfg, nemo_packed_file, nemo_tokenizer, write_sft_jsonl
+
+pytest.importorskip("nemo.collections.nlp", reason=SKIP_REASON)
+pytest.importorskip("nemo_aligner", reason=SKIP_REASON)
+
+pytestmark = pytest.mark.nemo_compat
+
+PACK_SIZE = 512
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids", "cu_seqlens", "cu_seqlens_unpadded", "max_seqlen")
+
+
+def packed_dataset(path, tokenizer, context_parallel_size: int):
+    """NeMo-Aligner's build_sft_dataset on the train_ds section of the YAML we generate, reading `path`."""
+    from omegaconf import OmegaConf
+
+    from nemo_aligner.data.nlp.builders import build_sft_dataset
+    from nemo_recipes.training.nemo_yaml import build_gpt_sft_config
+
+    cfg = compose_cfg(
+        f"sft.pack_size={PACK_SIZE}", "student.parallel.tp=1", "student.parallel.sequence_parallel=false",
+        f"student.parallel.cp={context_parallel_size}",
+    )
+    config = OmegaConf.create(build_gpt_sft_config(cfg, nemo_model_path="/unused.nemo", packed_data_path=path,
+                                                   output_dir="/unused/training"))
+    OmegaConf.resolve(config)
+    return build_sft_dataset(config.model.data.train_ds, tokenizer, None, answer_only_loss=True, is_chat=False,
+                             special_tokens=config.model.data.chat_prompt_tokens, model_cfg=config.model)
+
+
+def as_lists(batch: dict) -> tuple:
+    return tuple(batch[key].tolist() for key in BATCH_KEYS)
+
+
+def collated_packs(path, tokenizer, context_parallel_size: int) -> list[tuple]:
+    dataset = packed_dataset(path, tokenizer, context_parallel_size)
+    return [as_lists(dataset.collate_fn([dataset[i]])) for i in range(len(dataset))]
+
+
+def raw_packs(path) -> list[tuple]:
+    import numpy as np
+
+    return [(list(p["input_ids"]), [bool(m) for m in p["loss_mask"]], list(p["seq_start_id"]))
+            for p in np.load(path, allow_pickle=True)]
+
+
+@pytest.mark.parametrize("context_parallel_size", [1, 2])
+def test_our_packs_match_nemos_token_for_token(tmp_path, tiny_tokenizer_dir, context_parallel_size):
+    from nemo_recipes.packing import pack_sft_file
+
+    jsonl = write_sft_jsonl(tmp_path / "sft.jsonl")
+    tokenizer = nemo_tokenizer(tiny_tokenizer_dir)
+    (tmp_path / "nemo").mkdir()
+    reference = nemo_packed_file(jsonl, tokenizer, tmp_path / "nemo", pack_size=PACK_SIZE,
+                                 context_parallel_size=context_parallel_size)
+    ours = pack_sft_file(jsonl, tiny_tokenizer_dir, tmp_path / "ours", pack_size=PACK_SIZE, seed=0,
+                         algorithm="first_fit_decreasing", context_parallel_size=context_parallel_size,
+                         prompt_template="{input}{output}", add_eos=False)
+
+    nemo_rows = raw_packs(reference)
+    sample_lengths = sorted(b - a for _, _, starts in nemo_rows for a, b in zip(starts, starts[1:]))
+    assert len(set(sample_lengths)) == len(sample_lengths), "precondition: NeMo's packing is deterministic"
+    assert 1 < len(nemo_rows) < ours.num_sequences, "several packs, several sequences in some"
+
+    assert raw_packs(ours.path) == nemo_rows
+    ours_batches, nemo_batches = (collated_packs(p, tokenizer, context_parallel_size) for p in (ours.path, reference))
+    assert ours_batches == nemo_batches
+    tokens, labels, loss_mask, positions, cu_seqlens, _, _ = ours_batches[0]
+    assert len(tokens[0]) % (16 * context_parallel_size) == 0  # padded to what TE's THD kernel with CP needs
+    assert cu_seqlens[0][0] == 0 and positions[0][0] == 0
+    assert sum(loss_mask[0]) > 0

@@ -1,0 +1,193 @@
+"""Pre-launch validation (one sentence per broken rule) and the torchrun / srun / docker command lists."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nemo_recipes import launch
+from nemo_recipes.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED"
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(student: str, cluster: str):
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["+sft=paper", f"+model@student={student}", f"+cluster={cluster}"]
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose(config_name=None, overrides=overrides)
+
+
+def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
+    """cfg.sft / cfg.student / cfg.cluster from the repo's conf/ groups, then `key=yaml-value` or `~key` overrides.
+
+    Hydra composes each group pair once; the overrides go through OmegaConf's struct mode, so a key the
+    configs lack fails here as it would on the command line.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = copy.deepcopy(_composed(student, cluster))
+    if cluster == "slurm":
+        cfg.cluster.partition = "batch"
+    for override in overrides:
+        if override.startswith("~"):
+            parent, _, key = override[1:].rpartition(".")
+            with open_dict(cfg):
+                del OmegaConf.select(cfg, parent)[key]
+        else:
+            key, _, value = override.partition("=")
+            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    return cfg
+
+
+def validate(cfg, **kwargs):
+    arguments = dict(longest_sequence=4000, packed_context_parallel_size=int(cfg.student.parallel.cp), paths={},
+                     check_memory=False)
+    arguments.update(kwargs)
+    launch.validate_sft_launch(cfg, **arguments)
+
+
+def test_paper_plan_for_32b_on_four_nodes_passes_and_has_one_replica():
+    cfg = compose_cfg()
+    validate(cfg)
+    plan = launch.parallel_plan(cfg)
+    assert (plan.world_size, plan.model_parallel_size, plan.data_parallel_size) == (32, 32, 1)
+    assert plan.pad_multiple == 8 * 8 * 4  # 8 x TP with sequence parallel, times CP
+
+
+@pytest.mark.parametrize(
+    "overrides, kwargs, sentence",
+    [
+        (["cluster.gpus_per_node=0"], {},
+         "cluster.nodes x cluster.gpus_per_node is 4 x 0: NeMo-Aligner SFT needs GPUs"),
+        (["cluster.nodes=1"], {}, "TP x PP x CP = 8 x 1 x 4 = 32 GPUs per model replica, which does not divide "
+                                  "the 8 GPUs of cluster.nodes x cluster.gpus_per_node = 1 x 8."),
+        (["cluster.nodes=12"], {}, "sft.global_batch_size 1024 is not divisible by micro batch x data-parallel "
+                                   "size = 1 x 3."),
+        (["sft.micro_batch_size=2"], {}, "sft.micro_batch_size is 2, but NeMo's packed-sequence dataset needs 1."),
+        ([], {"longest_sequence": 16386}, "sft.pack_size 16384 is smaller than the longest SFT example (16386 tokens, "
+                                          "16385 positions); raise sft.pack_size or drop that example."),
+        (["sft.pack_size=16000"], {}, "sft.pack_size 16000 is not a multiple of 256, the length NeMo pads packs to "
+                                      "with TP 8 and sequence parallel and CP 4."),
+        ([], {"packed_context_parallel_size": 1},
+         "the packed data was made for context parallel size 1 but student.parallel.cp is 4; pack it again with "
+         "context_parallel_size=4."),
+        (["sft.save_interval=30", "sft.val_check_interval=20"], {},
+         "sft.save_interval 30 is not a multiple of sft.val_check_interval 20"),
+        (["sft.save_interval=0"], {}, "sft.save_interval (0) and sft.val_check_interval (50) must both be positive"),
+        (["sft.max_steps=-1"], {}, "sft.max_steps is -1; training is driven by steps"),
+        (["sft.upsample=false", "sft.global_batch_size=1", "sft.max_epochs=10"], {"num_packs": 4},
+         "sft.max_steps 50 would be cut to 40 by sft.max_epochs 10 x 4 steps per epoch; raise sft.max_epochs."),
+        (["sft.upsample=false"], {"num_packs": 4},
+         "the 4 packs make no full global batch of 1024, so NeMo-Aligner would train 0 steps"),
+        (["sft.max_epochs=0"], {}, "sft.max_steps 50 would be cut to 0 by sft.max_epochs 0"),
+        (["student.parallel.tp=16", "cluster.nodes=8"], {},
+         "student.parallel.tp 16 does not divide the 8 KV heads of Qwen2.5-32B (student.num_kv_heads)."),
+        (["student.parallel.tp=1"], {},
+         "student.parallel.sequence_parallel needs tensor parallelism, but student.parallel.tp is 1."),
+        (["~cluster.partition"], {}, "cluster.partition must be set when cluster.launcher is slurm."),
+        (["cluster.container_image=null"], {}, "cluster.container_image must be set when cluster.launcher is slurm."),
+        (["cluster.launcher=local"], {}, "cluster.launcher local runs on one node, but cluster.nodes is 4."),
+        (["cluster.launcher=k8s"], {}, "cluster.launcher is 'k8s'; use local or slurm."),
+    ],
+)
+def test_each_rule_raises_its_own_sentence(overrides, kwargs, sentence):
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(UserError) as error:
+        validate(cfg, **kwargs)
+    message = str(error.value)
+    assert sentence in message
+    assert message.count(". ") == 0, "one sentence only"
+
+
+def test_a_sample_filling_the_pack_exactly_fits():
+    validate(compose_cfg(), longest_sequence=16385)  # 16384 positions after the next-token shift
+
+
+def test_missing_input_path_is_named(tmp_path):
+    present = tmp_path / "packed.npy"
+    present.write_bytes(b"")
+    missing = tmp_path / "Qwen2.5-32B" / "config.json"
+    with pytest.raises(UserError, match=rf"^the student's HF config not found at {missing}\.$"):
+        validate(compose_cfg(), paths={"the packed training data": present, "the student's HF config": missing})
+
+
+def test_host_memory_check_reads_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   23000000 kB\n")
+    with pytest.raises(UserError, match=r"needs at least 131 GB of host RAM, but .*meminfo shows 24 GB available\.$"):
+        validate(compose_cfg(), check_memory=True, meminfo_path=meminfo)
+    meminfo.write_text("MemAvailable:   140000000 kB\n")
+    validate(compose_cfg(), check_memory=True, meminfo_path=meminfo)
+
+
+def test_wandb_logger_needs_its_key(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(UserError, match="WANDB_API_KEY is not set"):
+        validate(compose_cfg("sft.logger=wandb"))
+    monkeypatch.setenv("WANDB_API_KEY", "test-key")
+    validate(compose_cfg("sft.logger=wandb"))
+    assert launch.sft_environment(compose_cfg("sft.logger=wandb"))["WANDB_API_KEY"] == "test-key"
+
+
+def test_unpacked_count_is_required_without_upsampling():
+    with pytest.raises(ValueError, match="num_packs"):
+        validate(compose_cfg("sft.upsample=false"))
+
+
+def test_local_launch_is_torchrun_on_every_gpu():
+    cfg = compose_cfg("student.parallel.cp=1", cluster="local")
+    command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"], mounts=[], job_name="x")
+    assert command == [
+        "python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=8",
+        "/opt/train.py", "--config-name=gpt_sft",
+    ]
+    assert launch.single_process_command(cfg, ["/opt/convert.py", "--a"], mounts=[], job_name="x") == [
+        "python", "/opt/convert.py", "--a",
+    ]
+
+
+def test_slurm_launch_is_one_srun_task_per_gpu_in_the_container():
+    cfg = compose_cfg("cluster.account=proj", "cluster.srun_extra_args=['--mpi=pmix']")
+    mounts = ["/runs:/runs", "/models:/models"]
+    command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"], mounts=mounts,
+                                         job_name="sft-train")
+    assert command == [
+        "srun", "--job-name=sft-train", "--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8",
+        "--partition=batch", "--account=proj", "--time=04:00:00",
+        "--container-image=nemo_recipes.sqsh", "--container-mounts=/runs:/runs,/models:/models",
+        "--no-container-mount-home", "--kill-on-bad-exit=1", "--wait=10", f"--container-env={SFT_ENV_NAMES}",
+        "--mpi=pmix",
+        "python", "-u", "/opt/train.py", "--config-name=gpt_sft",
+    ]
+
+
+def test_slurm_conversion_is_one_task_owning_a_node():
+    command = launch.single_process_command(compose_cfg(), ["/opt/convert.py"], mounts=["/m:/m"], job_name="conv")
+    assert command[:5] == ["srun", "--job-name=conv", "--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=8"]
+    assert "--exclusive" in command  # the whole node's RAM: the fp32 load of 32B needs > 130 GB
+    assert command[-3:] == ["python", "-u", "/opt/convert.py"]
+
+
+def test_docker_run_command_has_nvidia_flags_and_mounts():
+    command = launch.docker_run_command("nemo_recipes:latest", ["make", "reproduce-main"], mounts=["/w:/w"],
+                                        workdir="/w", env={"HF_HOME": "/w/.cache"})
+    assert command == [
+        "docker", "run", "--rm", "--gpus", "all", "--ipc=host", "--ulimit", "memlock=-1",
+        "--ulimit", "stack=67108864", "-v", "/w:/w", "-e", "HF_HOME=/w/.cache", "-w", "/w",
+        "nemo_recipes:latest", "make", "reproduce-main",
+    ]
+
+
+def test_same_path_mounts_keep_outermost_folders_once(tmp_path):
+    runs, stage = tmp_path / "runs", tmp_path / "runs" / "main" / "sft"
+    models = tmp_path / "models"
+    mounts = launch.same_path_mounts([stage, models, runs, stage], extra=["/scratch:/scratch"])
+    assert mounts == [f"{models}:{models}", f"{runs}:{runs}", "/scratch:/scratch"]
