@@ -1,0 +1,74 @@
+"""Problem-set loaders: the paper's seed problems, the benchmark, or a toy set -- all into one schema.
+
+Every loader returns records `id, problem, expected_answer, subset` (plus the source's own fields), the schema of
+DESIGN.md section 2 that NeMo-Skills' tools also read.
+"""
+
+from __future__ import annotations
+
+from nemo_recipes.errors import UserError
+from nemo_recipes.io import read_jsonl
+
+SOURCES = ("toy", "comp_math", "hf", "jsonl")
+
+
+def load_problem_set(spec, *, cache_dir: str, key: str, exclude_expressions: frozenset[str] = frozenset()) -> list[dict]:
+    """Load the set described by the config node `spec` (found at config key `key`, named in errors)."""
+    if spec.source not in SOURCES:
+        raise UserError(f"{key}.source: unknown source '{spec.source}'; use one of {', '.join(SOURCES)}.")
+    if spec.source == "toy":
+        from nemo_recipes.toy.task import make_problems
+
+        records = make_problems(spec.num_problems, seed=spec.seed, prefix=spec.name, exclude=exclude_expressions)
+        records = [{**r, "subset": spec.subset} for r in records]
+    elif spec.source == "comp_math":
+        from nemo_recipes.data.comp_math import load_comp_math
+
+        records = load_comp_math(spec.local_path, cache_dir=cache_dir)
+    elif spec.source == "jsonl" or spec.get("local_path"):
+        records = _from_jsonl(spec, key)
+    else:
+        records = _from_hub(spec, key, cache_dir)
+    if spec.get("limit"):
+        records = records[: spec.limit]
+    if not records:
+        raise UserError(f"{key}: the problem set is empty.")
+    return records
+
+
+def _from_jsonl(spec, key: str) -> list[dict]:
+    path = spec.local_path
+    if not path:
+        raise UserError(f"{key}.local_path must name a jsonl file when {key}.source is jsonl.")
+    rows = read_jsonl(path, required_keys=(spec.problem_key, spec.answer_key))
+    return _to_schema(rows, spec)
+
+
+def _from_hub(spec, key: str, cache_dir: str) -> list[dict]:
+    """The Hugging Face dataset at a pinned revision (needs network and the `datasets` package)."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"{key}: loading {spec.hf_id} from the hub needs the `datasets` package "
+                        f"(pip install datasets), or set {key}.local_path to a jsonl copy.") from None
+    try:
+        rows = datasets.load_dataset(spec.hf_id, revision=spec.revision, split=spec.split,
+                                     cache_dir=f"{cache_dir}/hf-datasets")
+    except Exception as error:  # the hub client raises many types; the user needs the one line
+        raise UserError(f"{key}: could not load {spec.hf_id}@{spec.revision} ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''}); set {key}.local_path to a copy.") from None
+    return _to_schema(list(rows), spec)
+
+
+def _to_schema(rows: list[dict], spec) -> list[dict]:
+    """Our schema from a source's rows; the dataset card's rows carry several solutions per problem, keep one row each."""
+    records, seen = [], {}
+    for position, row in enumerate(rows):
+        problem = row[spec.problem_key]
+        if problem in seen:
+            continue
+        identifier = str(row[spec.id_key]) if spec.get("id_key") else f"{spec.name}-{len(records):04d}"
+        seen[problem] = identifier
+        records.append({**row, "id": identifier, "problem": problem,
+                        "expected_answer": str(row[spec.answer_key]), "subset": spec.subset})
+    return records

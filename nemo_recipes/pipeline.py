@@ -1,0 +1,294 @@
+"""The stage engine: stage graph, run folder, manifests, skip and resume, and the run lock.
+
+Each stage is a module in `nemo_recipes.stages` with `run(ctx) -> dict | None` and `plan(ctx) -> list[str]`. It
+reads the folders of the stages it needs and writes only its own folder, `<run_dir>/<stage>/`, which holds a
+`manifest.json`:
+
+    status        running | complete | failed
+    config_hash   hash of the config subtrees the stage reads (plus its parameters)
+    inputs_hash   hash of the fingerprints of the stages it needs
+    fingerprint   hash of the three above and of the stage's output files -- what downstream stages hash
+    summary, commands, versions, host, argv, started, ended
+
+A complete stage whose two hashes still match is skipped. A stage found `running` or `failed` with matching hashes
+is run again and resumes from what it finished (sampling keeps its completed chunk files, training its last
+checkpoint). A stage whose hashes no longer match is moved aside to `<run_dir>/.stale/` -- never deleted -- and
+recomputed, and so, through their inputs hash, is everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from nemo_recipes.errors import UserError
+from nemo_recipes.io import read_json, sha256_file, write_json
+
+MANIFEST = "manifest.json"
+# Files bigger than this are fingerprinted by size and mtime instead of content (a 32B checkpoint is ~65 GB).
+_HASH_CONTENT_LIMIT = 256 << 20
+_VERSIONED_PACKAGES = ("nemo_recipes", "torch", "transformers", "tokenizers", "math-verify", "latex2sympy2_extended",
+                       "vllm", "nemo_toolkit", "nemo_aligner", "megatron-core", "hydra-core", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str                       # nemo_recipes.stages.<module>
+    needs: tuple[str, ...] = ()
+    config_keys: tuple[str, ...] = ()  # dotted config paths whose values the stage's output depends on
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+
+def stage_graph(cfg) -> list[Stage]:
+    """Every stage of the experiment, in an order where each stage comes after the stages it needs."""
+    stages = [
+        Stage("prepare", "prepare", (), ("problems", "benchmark")),
+        Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),)),
+        Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
+        Stage("select", "select", ("grade_teacher",), ("selection", "student.path", "student.source")),
+        Stage("pack", "pack", ("select",),
+              ("sft.pack_size", "sft.packing_algorithm", "student.path", "student.source", "student.parallel.cp")),
+        Stage("sft", "sft", ("pack",), ("sft", "student")),
+    ]
+    grades = []
+    for role in cfg.evaluate:
+        if role not in ("base", "sft", "teacher"):
+            raise UserError(f"evaluate: unknown model role '{role}'; use base, sft or teacher.")
+        model_key = "teacher" if role == "teacher" else "student"
+        needs = ("prepare", "sft") if role == "sft" else ("prepare",)
+        stages.append(Stage(f"sample_{role}", "sample", needs, (model_key, "eval_sampling"), (("role", role),)))
+        stages.append(Stage(f"grade_{role}", "grade", (f"sample_{role}",), ("grading",),
+                            (("source", f"sample_{role}"),)))
+        grades.append(f"grade_{role}")
+    stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
+    stages.append(Stage("report", "report", ("metrics", "select", "sft"), ("report", "paper")))
+    return stages
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage sees: the whole config, its own folder, and the folders of the stages it needs."""
+
+    cfg: Any
+    stage: Stage
+    run_dir: Path
+    progress: bool = True
+    commands: list[list[str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.run_dir / self.stage.name
+
+    def input_dir(self, stage_name: str) -> Path:
+        return self.run_dir / stage_name
+
+    def log(self, message: str) -> None:
+        print(f"[{self.stage.name}] {message}", flush=True)
+
+    def record_command(self, command: list[str]) -> None:
+        """Remember a launched command; it lands in the manifest so any result can be traced to how it was made."""
+        self.commands.append([str(part) for part in command])
+
+
+def run_pipeline(cfg, argv: list[str] | None = None) -> None:
+    """Run (or, with cfg.dry_run, plan) the selected stages under the run-folder lock."""
+    run_dir = Path(cfg.run_dir)
+    stages = _selected(cfg)
+    if cfg.dry_run:
+        print_plan(cfg, stages)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        for stage in stages:
+            _run_stage(cfg, stage, run_dir, argv or [])
+    print(f"done: {run_dir}", flush=True)
+
+
+def _selected(cfg) -> list[Stage]:
+    graph = stage_graph(cfg)
+    names = [s.name for s in graph]
+    if cfg.stages is None:
+        return graph
+    wanted = list(cfg.stages)
+    for name in wanted:
+        if name not in names:
+            raise UserError(f"stages: unknown stage '{name}'; the stages of this experiment are {', '.join(names)}.")
+    return [s for s in graph if s.name in wanted]
+
+
+def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
+    ctx = StageContext(cfg, stage, run_dir, progress=bool(cfg.progress))
+    config_hash = config_digest(cfg, stage)
+    inputs_hash = _inputs_digest(stage, run_dir)
+    manifest_path = ctx.dir / MANIFEST
+    previous = read_json(manifest_path) if manifest_path.exists() else None
+    forced = stage.name in (cfg.force or [])
+    if previous and (forced or (previous.get("config_hash"), previous.get("inputs_hash")) != (config_hash, inputs_hash)):
+        stale = _move_aside(ctx.dir, run_dir)
+        reason = "forced" if forced else "its config or inputs changed"
+        ctx.log(f"{reason}: moved the previous results to {stale} and recomputing")
+        previous = None
+    elif previous and previous.get("status") == "complete":
+        ctx.log("complete, skipping")
+        return
+    elif previous:
+        ctx.log(f"found a {previous.get('status')} run with the same config: resuming")
+
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "stage": stage.name,
+        "status": "running",
+        "config_hash": config_hash,
+        "inputs_hash": inputs_hash,
+        "params": dict(stage.params),
+        "started": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "argv": ["python", "-m", "nemo_recipes", *argv],
+        "versions": library_versions(),
+    }
+    write_json(manifest_path, manifest)
+    module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
+    started = time.time()
+    ctx.log("running")
+    try:
+        summary = module.run(ctx) or {}
+    except BaseException as error:
+        # Keep everything written so far: the next run resumes from it.
+        manifest.update(status="failed", ended=_now(), error=f"{type(error).__name__}: {error}",
+                        commands=ctx.commands)
+        write_json(manifest_path, manifest)
+        raise
+    manifest.update(status="complete", ended=_now(), seconds=round(time.time() - started, 2), summary=summary,
+                    commands=ctx.commands, outputs_hash=_outputs_digest(ctx.dir))
+    manifest["fingerprint"] = _hash([config_hash, inputs_hash, manifest["outputs_hash"]])
+    write_json(manifest_path, manifest)
+    ctx.log(f"complete in {manifest['seconds']:.1f} s")
+
+
+def print_plan(cfg, stages: list[Stage]) -> None:
+    """The dry run: every stage with its state and what it would do, without importing torch or touching files."""
+    run_dir = Path(cfg.run_dir)
+    print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
+    for number, stage in enumerate(stages, start=1):
+        ctx = StageContext(cfg, stage, run_dir, progress=False)
+        print(f"\n{number:>2}. {stage.name:<15} [{_state(cfg, stage, run_dir)}]"
+              + (f"  needs: {', '.join(stage.needs)}" if stage.needs else ""))
+        module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
+        for line in module.plan(ctx):
+            print(f"      {line}")
+
+
+def _state(cfg, stage: Stage, run_dir: Path) -> str:
+    path = run_dir / stage.name / MANIFEST
+    if not path.exists():
+        return "pending"
+    manifest = read_json(path)
+    if manifest.get("config_hash") != config_digest(cfg, stage):
+        return "stale: config changed"
+    try:
+        inputs = _inputs_digest(stage, run_dir)
+    except UserError:
+        return "waiting for inputs"
+    if manifest.get("inputs_hash") != inputs:
+        return "stale: inputs changed"
+    return "complete, will skip" if manifest.get("status") == "complete" else f"{manifest.get('status')}, will resume"
+
+
+def config_digest(cfg, stage: Stage) -> str:
+    from omegaconf import OmegaConf
+
+    values = {}
+    for key in stage.config_keys:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return _hash([stage.module, values, list(stage.params)])
+
+
+def _inputs_digest(stage: Stage, run_dir: Path) -> str:
+    fingerprints = []
+    for need in stage.needs:
+        path = run_dir / need / MANIFEST
+        manifest = read_json(path) if path.exists() else {}
+        if manifest.get("status") != "complete":
+            raise UserError(f"stage '{stage.name}' needs stage '{need}', which is not complete in {run_dir}; "
+                            f"run it first (leave it in `stages`).")
+        fingerprints.append([need, manifest["fingerprint"]])
+    return _hash(fingerprints)
+
+
+def _outputs_digest(stage_dir: Path) -> str:
+    entries = []
+    for path in sorted(stage_dir.rglob("*")):
+        if not path.is_file() or path.name == MANIFEST:
+            continue
+        stat = path.stat()
+        content = sha256_file(path) if stat.st_size <= _HASH_CONTENT_LIMIT else f"mtime:{stat.st_mtime_ns}"
+        entries.append([str(path.relative_to(stage_dir)), stat.st_size, content])
+    return _hash(entries)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _move_aside(stage_dir: Path, run_dir: Path) -> Path:
+    stale = run_dir / ".stale" / f"{stage_dir.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(stage_dir), str(stale))
+    return stale
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the run folder, held for the life of the process (the kernel drops it on SIGKILL)."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{run_dir} is in use by {holder}; wait for that run to finish or choose another "
+                        f"run_dir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

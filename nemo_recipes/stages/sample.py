@@ -1,0 +1,137 @@
+"""Stage sample_<role>: n samples per problem from the teacher (seed problems) or a student (benchmark).
+
+    python -m nemo_recipes experiment=demo stages=[sample_teacher]
+    python -m nemo_recipes experiment=main stages=[sample_teacher] teacher_sampling.num_shards=4 teacher_sampling.shard=0
+
+Requests (problem x sample_idx, problem-major) are cut into chunks of `chunk_size`; each finished chunk is written
+atomically to `chunks/chunk_NNNNN.jsonl`, so a killed run resumes at the first missing chunk without losing or
+repeating a record. Chunk c belongs to shard c % num_shards: nodes can each run one shard into the same folder
+(a shared file system), and the run that finds every chunk present merges them into `generations.jsonl`.
+A chunk's seed is derived from (sampling.seed, chunk index) alone, so sharded and unsharded runs agree.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nemo_recipes.data.prompts import render_prompt
+from nemo_recipes.errors import UserError
+from nemo_recipes.io import iter_jsonl, read_jsonl, write_jsonl
+from nemo_recipes.models import model_config, model_name, model_path
+
+PROBLEM_KEYS = ("id", "problem", "expected_answer", "subset")
+_SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt", "backend")
+
+
+def run(ctx) -> dict:
+    role = ctx.stage.param("role")
+    sampling = _sampling(ctx.cfg, role)
+    problems = read_jsonl(_problems_file(ctx, role), required_keys=PROBLEM_KEYS)
+    requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
+    chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
+    chunk_dir = ctx.dir / "chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in _my_chunks(sampling, len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
+    if len(todo) < len(chunks):
+        ctx.log(f"{len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+    if todo:
+        _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
+
+    missing = [c for c in range(len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
+    if missing:
+        raise UserError(f"shard {sampling.shard} of {sampling.num_shards} is done but {len(missing)} chunks of other "
+                        f"shards are missing in {chunk_dir}; run the remaining shards, then run once more without "
+                        f"`shard` to merge.")
+    records = [r for c in range(len(chunks)) for r in iter_jsonl(_chunk_path(chunk_dir, c))]
+    if len(records) != len(requests):
+        raise UserError(f"{chunk_dir}: found {len(records)} records for {len(requests)} requests; a chunk file was "
+                        f"edited by hand -- delete the bad chunk files and run again.")
+    write_jsonl(ctx.dir / "generations.jsonl", records)
+    truncated = sum(r["finish_reason"] == "length" for r in records)
+    tokens = sum(r["num_generated_tokens"] for r in records)
+    ctx.log(f"{len(records)} generations ({len(problems)} problems x {sampling.n}), {tokens} tokens, "
+            f"{truncated} truncated at max_tokens")
+    return {"num_generations": len(records), "num_problems": len(problems), "generated_tokens": tokens,
+            "truncated": truncated, "model": model_name(ctx.cfg, role)}
+
+
+def plan(ctx) -> list[str]:
+    role = ctx.stage.param("role")
+    cfg = ctx.cfg
+    sampling = _sampling(cfg, role)
+    spec = cfg.problems if role == "teacher" else cfg.benchmark
+    num = _known_size(ctx, role, spec)
+    samples = f"{num} problems x {sampling.n} = {num * sampling.n} samples" if num else f"? problems x {sampling.n}"
+    tokens = f"~{num * sampling.n * sampling.expected_tokens / 1e6:.2f}M tokens" if num else "tokens: ?"
+    return [
+        f"model: {model_name(cfg, role)} ({model_path(cfg, role, build=False)})",
+        f"backend {sampling.backend}, prompt '{sampling.prompt}', T={sampling.temperature}, top_p={sampling.top_p}, "
+        f"max_tokens={sampling.max_tokens}",
+        f"{samples}, {tokens} (at sampling.expected_tokens={sampling.expected_tokens}), "
+        f"chunks of {sampling.chunk_size}, shards {sampling.num_shards}",
+    ]
+
+
+def _sampling(cfg, role: str):
+    return cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
+
+
+def _problems_file(ctx, role: str):
+    return ctx.input_dir("prepare") / ("problems.jsonl" if role == "teacher" else "benchmark.jsonl")
+
+
+def _known_size(ctx, role: str, spec) -> int | None:
+    path = _problems_file(ctx, role)
+    if path.exists():
+        return sum(1 for _ in open(path, encoding="utf-8"))
+    if spec.get("limit"):
+        return int(spec.limit)
+    return spec.get("num_problems") or {"comp_math": 256, "hf": 50}.get(spec.source)
+
+
+def _my_chunks(sampling, num_chunks: int) -> list[int]:
+    if sampling.shard is None:
+        return list(range(num_chunks))
+    if not 0 <= sampling.shard < sampling.num_shards:
+        raise UserError(f"sampling.shard={sampling.shard} must be between 0 and num_shards-1={sampling.num_shards - 1}.")
+    return [c for c in range(num_chunks) if c % sampling.num_shards == sampling.shard]
+
+
+def _chunk_path(chunk_dir, index: int):
+    return chunk_dir / f"chunk_{index:05d}.jsonl"
+
+
+def chunk_seed(base_seed: int, chunk_index: int) -> int:
+    """A seed per chunk that depends only on the base seed and the chunk's position, never on sharding."""
+    return (base_seed * 1_000_003 + chunk_index) % (2**31 - 1)
+
+
+def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
+    from tqdm import tqdm
+
+    from nemo_recipes.generation import open_backend
+
+    cfg = ctx.cfg
+    path = model_path(cfg, role)
+    options = {"tensor_parallel_size": model_config(cfg, role).generation_tp} if sampling.backend == "vllm" else {}
+    ctx.log(f"loading {model_name(cfg, role)} from {path} ({sampling.backend})")
+    generator = open_backend(sampling.backend, path, sampling, **options)
+    sampling_record = {key: sampling[key] for key in _SAMPLING_RECORD_KEYS}
+    total = sum(len(chunks[c]) for c in todo)
+    started, tokens = time.time(), 0
+    with tqdm(total=total, desc=f"sample {role}", unit="sample", disable=not ctx.progress) as bar:
+        for c in todo:
+            seed = chunk_seed(sampling.seed, c)
+            requests = [{"prompt": render_prompt(sampling.prompt, problem["problem"]), "seed": seed}
+                        for problem, _ in chunks[c]]
+            results = generator.generate(requests)
+            records = [
+                {**problem, "sample_idx": sample_idx, "seed": seed, **result, "model": model_name(cfg, role),
+                 "sampling": sampling_record}
+                for (problem, sample_idx), result in zip(chunks[c], results)
+            ]
+            write_jsonl(_chunk_path(chunk_dir, c), records)
+            tokens += sum(r["num_generated_tokens"] for r in records)
+            bar.update(len(records))
+            bar.set_postfix(tok_per_s=f"{tokens / max(time.time() - started, 1e-9):.0f}", refresh=False)
+    generator.close()

@@ -1,0 +1,130 @@
+"""Stage select: the SFT set -- one teacher trace per problem for `num_examples` problems.
+
+    python -m nemo_recipes experiment=demo stages=[select] selection.target_tokens=50
+
+Strategy `paper`: keep traces whose final answer is correct (or incorrect, for the correctness ablation) and that
+ended on a stop string, count their tokens with the student's tokenizer, keep per problem the trace closest to
+`target_tokens`, then take `num_examples` problems in the `problem_order` (seeded random, or hardest first by the
+teacher's pass rate). Writes `sft.jsonl` (`input`, `output`, `id`, `num_tokens`, `source`, ...) in the format
+NeMo-Skills fed NeMo-Aligner, and `selection_report.md` saying what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from nemo_recipes.data.prompts import assistant_response, generic_math_prompt
+from nemo_recipes.errors import UserError
+from nemo_recipes.io import atomic_write_text, read_jsonl, write_jsonl
+from nemo_recipes.models import local_model_dir, model_name
+
+ORDERS = ("random", "hardest")
+REQUIRE = ("correct", "incorrect")
+
+
+def run(ctx) -> dict:
+    cfg, sel = ctx.cfg, ctx.cfg.selection
+    if sel.strategy != "paper":
+        raise UserError(f"selection.strategy: unknown strategy '{sel.strategy}'; this version has: paper.")
+    if sel.problem_order not in ORDERS:
+        raise UserError(f"selection.problem_order: '{sel.problem_order}' is not one of {', '.join(ORDERS)}.")
+    if sel.require not in REQUIRE:
+        raise UserError(f"selection.require: '{sel.require}' is not one of {', '.join(REQUIRE)}.")
+    graded = read_jsonl(ctx.input_dir("grade_teacher") / "graded.jsonl",
+                        required_keys=("id", "problem", "generation", "correct", "finish_reason"))
+    _count_tokens(graded, local_model_dir(cfg, "base"))
+
+    by_problem = defaultdict(list)
+    for record in graded:
+        by_problem[record["id"]].append(record)
+    pass_rate = {pid: sum(r["correct"] is True for r in rs) / len(rs) for pid, rs in by_problem.items()}
+    wanted = sel.require == "correct"
+    best = {}
+    for pid, records in by_problem.items():
+        eligible = [r for r in records if (r["correct"] is True) == wanted and r["correct"] is not None
+                    and r["finish_reason"] == "stop"]
+        if eligible:
+            best[pid] = min(eligible, key=lambda r: (abs(r["num_tokens"] - sel.target_tokens), r["sample_idx"]))
+    if len(best) < sel.num_examples:
+        raise UserError(
+            f"selection: only {len(best)} of {len(by_problem)} problems have a {sel.require} trace that finished, "
+            f"but selection.num_examples={sel.num_examples}; sample more (teacher_sampling.n) or lower "
+            f"selection.num_examples.")
+    chosen = _order(sorted(best), pass_rate, sel)[: sel.num_examples]
+    teacher = model_name(cfg, "teacher")
+    rows = [_sft_row(best[pid], teacher) for pid in chosen]
+    write_jsonl(ctx.dir / "sft.jsonl", rows)
+    atomic_write_text(ctx.dir / "selection_report.md", _report(rows, by_problem, pass_rate, best, sel))
+    lengths = [r["num_tokens"] for r in rows]
+    ctx.log(f"{len(rows)} traces from {len(best)} eligible problems, {min(lengths)}-{max(lengths)} tokens "
+            f"(target {sel.target_tokens})")
+    return {"num_examples": len(rows), "eligible_problems": len(best), "mean_tokens": sum(lengths) / len(lengths),
+            "ids": chosen}
+
+
+def plan(ctx) -> list[str]:
+    s = ctx.cfg.selection
+    return [f"strategy {s.strategy}: {s.num_examples} {s.require} traces, one per problem, closest to "
+            f"{s.target_tokens} tokens (student tokenizer), problems in {s.problem_order} order (seed {s.seed})"]
+
+
+def _count_tokens(records: list[dict], tokenizer_path: str) -> None:
+    """num_tokens of each generation with the student's tokenizer, in one batched call."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    encoded = tokenizer([r["generation"] for r in records], add_special_tokens=False)["input_ids"]
+    for record, ids in zip(records, encoded):
+        record["num_tokens"] = len(ids)
+
+
+def _order(problem_ids: list[str], pass_rate: dict, sel) -> list[str]:
+    if sel.problem_order == "hardest":
+        return sorted(problem_ids, key=lambda pid: (pass_rate[pid], pid))
+    shuffled = list(problem_ids)
+    random.Random(sel.seed).shuffle(shuffled)
+    return shuffled
+
+
+def _sft_row(record: dict, teacher: str) -> dict:
+    return {
+        "input": generic_math_prompt(record["problem"]),
+        "output": assistant_response(record["generation"]),
+        "id": record["id"],
+        "num_tokens": record["num_tokens"],
+        "source": teacher,
+        "sample_idx": record["sample_idx"],
+        "expected_answer": record["expected_answer"],
+        "correct": record["correct"],
+    }
+
+
+def _report(rows, by_problem, pass_rate, best, sel) -> str:
+    lengths = sorted(r["num_tokens"] for r in rows)
+    lines = [
+        "# SFT set selection", "",
+        f"Strategy `{sel.strategy}`: one {sel.require} trace per problem, the one closest to {sel.target_tokens} "
+        f"tokens; {len(rows)} problems taken in `{sel.problem_order}` order (seed {sel.seed}) from {len(best)} "
+        f"eligible of {len(by_problem)}.", "",
+        f"Chosen lengths (student tokens): min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]}.",
+        "", "## Length histogram of the chosen traces", "", "```", *_histogram(lengths), "```", "",
+        "## Chosen traces", "", "| problem | sample | tokens | teacher pass rate |", "|---|---|---|---|",
+    ]
+    lines += [f"| {r['id']} | {r['sample_idx']} | {r['num_tokens']} | {pass_rate[r['id']]:.2f} |" for r in rows]
+    lines += ["", "## Teacher pass rate per problem", "", "| problem | samples | pass rate | eligible |",
+              "|---|---|---|---|"]
+    lines += [f"| {pid} | {len(rs)} | {pass_rate[pid]:.2f} | {'yes' if pid in best else 'no'} |"
+              for pid, rs in sorted(by_problem.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _histogram(values: list[int], bins: int = 8, width: int = 40) -> list[str]:
+    low, high = values[0], values[-1]
+    step = max(1, -(-(high - low + 1) // bins))
+    counts = defaultdict(int)
+    for v in values:
+        counts[(v - low) // step] += 1
+    top = max(counts.values())
+    return [f"{low + b * step:>7}-{low + (b + 1) * step - 1:<7} {'#' * max(1, counts[b] * width // top)} {counts[b]}"
+            for b in sorted(counts)]

@@ -1,0 +1,128 @@
+"""The stage engine: manifests, skip when complete, recompute (never delete) when config changes, the run lock,
+stage selection, and failures that keep what was computed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nemo_recipes.cli import compose_config, main
+from nemo_recipes.errors import UserError
+from nemo_recipes.pipeline import run_lock, run_pipeline, stage_graph
+
+
+def _cfg(tmp_path, *overrides):
+    return compose_config([f"run_dir={tmp_path}/run", "progress=false", *overrides])
+
+
+def _manifest(tmp_path, stage):
+    return json.loads((tmp_path / "run" / stage / "manifest.json").read_text())
+
+
+def test_stage_graph_orders_every_stage_after_what_it_needs():
+    graph = stage_graph(compose_config([]))
+    seen = set()
+    for stage in graph:
+        assert set(stage.needs) <= seen, stage.name
+        seen.add(stage.name)
+    assert [s.name for s in graph][:6] == ["prepare", "sample_teacher", "grade_teacher", "select", "pack", "sft"]
+    assert {"sample_base", "sample_sft", "grade_base", "grade_sft", "metrics", "report"} <= seen
+
+
+def test_complete_stage_is_skipped_and_manifest_records_provenance(tmp_path, capsys):
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"), argv=["stages=[prepare]"])
+    first = _manifest(tmp_path, "prepare")
+    assert first["status"] == "complete" and first["summary"] == {"num_problems": 50, "num_benchmark": 48}
+    assert first["argv"] == ["python", "-m", "nemo_recipes", "stages=[prepare]"]
+    assert {"python", "nemo_recipes", "torch"} <= set(first["versions"])
+    assert len(first["fingerprint"]) == 64 and first["started"] <= first["ended"]
+    capsys.readouterr()
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"))
+    assert "[prepare] complete, skipping" in capsys.readouterr().out
+    assert _manifest(tmp_path, "prepare")["fingerprint"] == first["fingerprint"]
+
+
+def test_changed_config_moves_old_results_aside_and_recomputes(tmp_path, capsys):
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"))
+    old = (tmp_path / "run" / "prepare" / "benchmark.jsonl").read_text()
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]", "benchmark.num_problems=10"))
+    out = capsys.readouterr().out
+    assert "its config or inputs changed: moved the previous results to" in out
+    assert len((tmp_path / "run" / "prepare" / "benchmark.jsonl").read_text().splitlines()) == 10
+    stale = list((tmp_path / "run" / ".stale").glob("prepare-*"))
+    assert len(stale) == 1 and (stale[0] / "benchmark.jsonl").read_text() == old  # nothing computed is lost
+
+
+def test_force_recomputes_a_complete_stage(tmp_path, capsys):
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"))
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]", "force=[prepare]"))
+    assert "forced: moved the previous results" in capsys.readouterr().out
+
+
+def test_downstream_stage_needs_complete_inputs(tmp_path):
+    with pytest.raises(UserError, match="stage 'grade_teacher' needs stage 'sample_teacher', which is not complete"):
+        run_pipeline(_cfg(tmp_path, "stages=[grade_teacher]"))
+
+
+def test_unknown_stage_is_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="stages: unknown stage 'smaple'; the stages of this experiment are prepare"):
+        run_pipeline(_cfg(tmp_path, "stages=[smaple]"))
+
+
+def test_failed_stage_is_marked_and_resumed_next_time(tmp_path, capsys):
+    with pytest.raises(UserError, match="problems.source: unknown source 'ftp'"):
+        run_pipeline(_cfg(tmp_path, "stages=[prepare]", "problems.source=ftp"))
+    manifest = _manifest(tmp_path, "prepare")
+    assert manifest["status"] == "failed" and "unknown source" in manifest["error"]
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"))  # config fixed: the failed stage's folder is moved aside
+    assert _manifest(tmp_path, "prepare")["status"] == "complete"
+
+
+def test_second_run_in_the_same_folder_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from nemo_recipes.pipeline import run_lock
+        with run_lock(Path({str(run_dir)!r})):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=rf"{run_dir} is in use by pid {holder.pid} on .*; wait for that run"):
+            with run_lock(run_dir):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(run_dir):  # the kernel released the killed holder's lock
+        pass
+
+
+def test_dry_run_prints_states_and_writes_nothing(tmp_path, capsys):
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]"))
+    capsys.readouterr()
+    assert main([f"run_dir={tmp_path}/run", "dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "1. prepare         [complete, will skip]" in out
+    assert "2. sample_teacher  [pending]  needs: prepare" in out
+    assert "toy-teacher" in out and "50 problems x 8 = 400 samples" in out
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "prepare"]
+
+
+def test_bad_input_file_names_file_and_line(tmp_path):
+    cfg = _cfg(tmp_path, "stages=[prepare]", "problems.source=jsonl", f"+problems.local_path={tmp_path}/p.jsonl",
+               "+problems.problem_key=question", "+problems.answer_key=answer")
+    (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"\n')
+    with pytest.raises(UserError, match=rf"{tmp_path}/p.jsonl:2: not valid JSON"):
+        run_pipeline(cfg)
+    (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
+    with pytest.raises(UserError, match=rf"{tmp_path}/p.jsonl:2: missing key 'answer'"):
+        run_pipeline(cfg)
