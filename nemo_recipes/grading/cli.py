@@ -1,0 +1,218 @@
+"""Grade any JSONL file of generations, ours or another harness's, and print its metrics.
+
+    python -m nemo_recipes.grading INPUT.jsonl --output OUTPUT.jsonl [--gold-key expected_answer]
+        [--generation-key generation] [--subset-key subset_for_metrics] [--mode boxed|fallback] [--workers 2]
+
+The generation field holds one string or a list of strings (several samples per problem). Each output row is the
+input row plus `predicted_answer`, `correct` and `grade_status`, lists where the generation was a list. The last line
+of stdout is one JSON object: pass@1, maj@k, pass@k and their intervals, counts, and the per-subset breakdown.
+Progress goes to stderr; bad input is one sentence, `error: ...`, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from nemo_recipes.errors import UserError
+from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings, Verdict
+from nemo_recipes.grading.extract import EXTRACTION_MODES, extract_answer
+from nemo_recipes.grading.files import Row, iter_rows, write_extended_rows
+from nemo_recipes.grading.grade import compare_pairs, start_grading_pool
+
+_LIBRARIES = ("math-verify", "latex2sympy2_extended", "antlr4-python3-runtime", "sympy")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = CompareSettings(parse_timeout_s=args.parse_timeout, verify_timeout_s=args.verify_timeout)
+    try:
+        summary = grade_file(
+            args.input,
+            args.output,
+            gold_key=args.gold_key,
+            generation_key=args.generation_key,
+            subset_key=args.subset_key,
+            id_key=args.id_key,
+            mode=args.mode,
+            reasoning_end=args.reasoning_end,
+            workers=args.workers,
+            progress=not args.no_progress,
+            k=args.k,
+            tie_rule=args.tie_rule,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            equivalence_majority=args.equivalence_majority,
+            settings=settings,
+            item_deadline_s=args.item_deadline,
+        )
+        if args.metrics_output:
+            from nemo_recipes.io import write_json
+
+            write_json(args.metrics_output, summary)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def grade_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    gold_key: str = "expected_answer",
+    generation_key: str = "generation",
+    subset_key: str = "subset_for_metrics",
+    id_key: str = "id",
+    mode: str = "boxed",
+    reasoning_end: str | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    k: int | None = None,
+    tie_rule: str = "first",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    equivalence_majority: bool = False,
+    settings: CompareSettings = NEMO_SKILLS,
+    item_deadline_s: float | None = None,
+) -> dict:
+    """Grade `input_path` into `output_path` and return the summary that the command prints."""
+    from nemo_recipes.metrics import compute_metrics
+
+    source = iter_rows(input_path, (gold_key, generation_key))
+    rows: list[Row] = []
+    samples: list[tuple[int, int, str, str | None]] = []  # (row index, position in the row, gold, answer)
+    pair_order: dict[tuple[str, str], None] = {}
+
+    def new_pairs() -> Iterator[tuple[str, str]]:
+        """Read, extract, and yield each (gold, answer) pair the first time it appears: workers start on them
+        while the rest of the file is still being read."""
+        for row in source:
+            rows.append(row)
+            gold = str(row.data[gold_key])
+            for position, text in enumerate(_generations(row.data, generation_key, input_path, row.line_number)):
+                answer = extract_answer(text, mode=mode, reasoning_end=reasoning_end)
+                samples.append((len(rows) - 1, position, gold, answer))
+                if answer is not None and (gold, answer) not in pair_order:
+                    pair_order[(gold, answer)] = None
+                    yield gold, answer
+
+    # Started before reading: the workers warm up (about a second) while this process reads the file.
+    pool = start_grading_pool(workers, settings=settings, item_deadline_s=item_deadline_s) if workers else None
+    with pool if pool is not None else contextlib.nullcontext():
+        verdicts = compare_pairs(new_pairs(), workers=workers, progress=progress, settings=settings, pool=pool)
+    verdict_of = dict(zip(pair_order, verdicts))
+
+    additions = [{"predicted_answer": [], "correct": [], "grade_status": []} for _ in rows]
+    per_sample = []
+    for row_index, position, gold, answer in samples:
+        verdict = Verdict(False, "no_answer") if answer is None else verdict_of[(gold, answer)]
+        row = rows[row_index]
+        added = additions[row_index]
+        added["predicted_answer"].append(answer)
+        added["correct"].append(verdict.correct)
+        added["grade_status"].append(verdict.status)
+        per_sample.append(
+            {
+                "id": row.data.get(id_key, row.line_number),
+                "sample_idx": _sample_field(row.data, "sample_idx", position, default=position),
+                "subset": row.data.get(subset_key),
+                "predicted_answer": answer,
+                "correct": verdict.correct,
+                "grade_status": verdict.status,
+                "num_generated_tokens": _sample_field(row.data, "num_generated_tokens", position),
+                "finish_reason": _sample_field(row.data, "finish_reason", position),
+            }
+        )
+    for row, added in zip(rows, additions):
+        if not isinstance(row.data[generation_key], list):  # one sample: scalars, as the input had
+            for key, values in added.items():
+                added[key] = values[0]
+    write_extended_rows(output_path, rows, additions)
+
+    equivalent = None
+    if equivalence_majority:
+        from nemo_recipes.grading.compare import answers_equivalent as equivalent
+    metrics = compute_metrics(
+        per_sample, subset_key="subset", k=k, tie_rule=tie_rule, bootstrap=bootstrap, seed=seed, equivalent=equivalent
+    )
+    return {
+        "input": str(input_path),
+        "output": str(output_path),
+        "extraction": mode,
+        "k": metrics["k"],
+        "tie_rule": metrics["tie_rule"],
+        **metrics["overall"],
+        "subsets": metrics["subsets"],
+        "versions": {library: _version(library) for library in _LIBRARIES},
+    }
+
+
+def _generations(row: dict, key: str, path, line_number: int) -> list[str | None]:
+    value = row[key]
+    texts = value if isinstance(value, list) else [value]
+    if not texts or not all(text is None or isinstance(text, str) for text in texts):
+        raise UserError(f"{path}:{line_number}: '{key}' must be a string or a non-empty list of strings.")
+    return texts
+
+
+def _sample_field(row: dict, key: str, position: int, default=None):
+    value = row.get(key, default)
+    if isinstance(value, list):
+        return value[position] if position < len(value) else default
+    return value
+
+
+def _version(library: str) -> str | None:
+    try:
+        return metadata.version(library)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nemo_recipes.grading",
+        description="Grade a JSONL file of math generations with math-verify and print pass@1 / maj@k as JSON.",
+    )
+    parser.add_argument("input", help="JSONL file of generations")
+    parser.add_argument("--output", required=True, help="where to write the graded rows (JSONL)")
+    parser.add_argument("--gold-key", default="expected_answer", help="field holding the gold answer")
+    parser.add_argument("--generation-key", default="generation", help="field holding a string or a list of them")
+    parser.add_argument("--subset-key", default="subset_for_metrics", help="field naming a row's subset, if any")
+    parser.add_argument("--id-key", default="id", help="field identifying the problem (default: the line number)")
+    parser.add_argument(
+        "--mode",
+        choices=EXTRACTION_MODES,
+        default="boxed",
+        help="boxed: last \\boxed{} or no answer, as NeMo-Skills; fallback: else 'answer is ...' or the last number",
+    )
+    parser.add_argument("--reasoning-end", help="keep only text after this marker (e.g. '</think>'); none: no answer")
+    parser.add_argument("--workers", type=_count, default=2, help="grading processes (0: grade in this process)")
+    parser.add_argument("--k", type=int, help="samples per problem for maj@k and pass@k (default: all)")
+    parser.add_argument("--tie-rule", choices=("first", "sorted", "average"), default="first",
+                        help="how maj@k breaks ties (see nemo_recipes.metrics)")
+    parser.add_argument("--equivalence-majority", action="store_true",
+                        help="also report maj@k over math-verify equivalence classes of answers")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--parse-timeout", type=int, default=NEMO_SKILLS.parse_timeout_s, help="seconds per parse")
+    parser.add_argument("--verify-timeout", type=int, default=NEMO_SKILLS.verify_timeout_s,
+                        help="seconds per verify")
+    parser.add_argument("--item-deadline", type=float, help="seconds before a silent worker is replaced")
+    parser.add_argument("--metrics-output", help="also write the summary JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
