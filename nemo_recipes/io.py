@@ -56,18 +56,22 @@ def iter_jsonl(path: str | os.PathLike, required_keys: Sequence[str] = ()) -> It
         raise UserError(f"{path}: file not found.")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}).") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}.")
-            for key in required_keys:
-                if key not in record:
-                    raise UserError(f"{path}:{lineno}: missing key '{key}'.")
-            yield record
+            if line.strip():
+                yield parse_jsonl_line(line, path, lineno, required_keys)
+
+
+def parse_jsonl_line(line: str, path: str | os.PathLike, lineno: int, required_keys: Sequence[str] = ()) -> dict:
+    """One JSONL line as a dict, or a UserError naming the file, line and key at fault."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}).") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}.")
+    for key in required_keys:
+        if key not in record:
+            raise UserError(f"{path}:{lineno}: missing key '{key}'.")
+    return record
 
 
 def read_jsonl(path: str | os.PathLike, required_keys: Sequence[str] = ()) -> list[dict]:

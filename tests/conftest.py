@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
@@ -80,3 +84,50 @@ def tiny_student_dir(tmp_path_factory, tiny_tokenizer_dir):
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(str(directory))
     return directory
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(student: str, cluster: str):
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["+sft=paper", f"+model@student={student}", f"+cluster={cluster}"]
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose(config_name=None, overrides=overrides)
+
+
+def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
+    """cfg.sft / cfg.student / cfg.cluster from the repo's conf/ groups, then `key=yaml-value` or `~key` overrides.
+
+    Hydra composes each group pair once; the overrides go through OmegaConf's struct mode, so a key the
+    configs lack fails here as it would on the command line.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = copy.deepcopy(_composed(student, cluster))
+    if cluster == "slurm":
+        cfg.cluster.partition = "batch"
+    for override in overrides:
+        if override.startswith("~"):
+            parent, _, key = override[1:].rpartition(".")
+            with open_dict(cfg):
+                del OmegaConf.select(cfg, parent)[key]
+        else:
+            key, _, value = override.partition("=")
+            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    return cfg
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the slow toy-pipeline tests (make test does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow (make test does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-import functools
-from pathlib import Path
 
 import pytest
-import yaml
+
+from conftest import compose_cfg
 
 from nemo_recipes import launch
 from nemo_recipes.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED"
-
-
-@functools.lru_cache(maxsize=None)
-def _composed(student: str, cluster: str):
-    from hydra import compose, initialize_config_dir
-
-    overrides = ["+sft=paper", f"+model@student={student}", f"+cluster={cluster}"]
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        return compose(config_name=None, overrides=overrides)
-
-
-def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
-    """cfg.sft / cfg.student / cfg.cluster from the repo's conf/ groups, then `key=yaml-value` or `~key` overrides.
-
-    Hydra composes each group pair once; the overrides go through OmegaConf's struct mode, so a key the
-    configs lack fails here as it would on the command line.
-    """
-    from omegaconf import OmegaConf, open_dict
-
-    cfg = copy.deepcopy(_composed(student, cluster))
-    if cluster == "slurm":
-        cfg.cluster.partition = "batch"
-    for override in overrides:
-        if override.startswith("~"):
-            parent, _, key = override[1:].rpartition(".")
-            with open_dict(cfg):
-                del OmegaConf.select(cfg, parent)[key]
-        else:
-            key, _, value = override.partition("=")
-            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
-    return cfg
-
 
 def validate(cfg, **kwargs):
     arguments = dict(longest_sequence=4000, packed_context_parallel_size=int(cfg.student.parallel.cp), paths={},

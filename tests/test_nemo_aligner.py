@@ -3,8 +3,6 @@ replaced by a fake that writes what each real step would (no GPU, no container h
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import sys
 from pathlib import Path
@@ -13,34 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import compose_cfg
+
 from nemo_recipes.errors import UserError
 from nemo_recipes.training import conversion, nemo_yaml
 from nemo_recipes.training.nemo_aligner import count_packs, plan_sft, run_logged, run_sft
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-@functools.lru_cache(maxsize=None)
-def _composed(student: str, cluster: str):
-    from hydra import compose, initialize_config_dir
-
-    overrides = ["+sft=paper", f"+model@student={student}", f"+cluster={cluster}"]
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        return compose(config_name=None, overrides=overrides)
-
-
-def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
-    """cfg.sft / cfg.student / cfg.cluster from the repo's conf/ groups, then `key=yaml-value` overrides."""
-    from omegaconf import OmegaConf
-
-    cfg = copy.deepcopy(_composed(student, cluster))
-    if cluster == "slurm":
-        cfg.cluster.partition = "batch"
-    for override in overrides:
-        key, _, value = override.partition("=")
-        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
-    return cfg
-
 
 def build(cfg, tmp_path=Path("/runs/main/sft")):
     return nemo_yaml.build_gpt_sft_config(

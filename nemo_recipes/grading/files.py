@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nemo_recipes.errors import UserError
+from nemo_recipes.io import parse_jsonl_line
 
 
 class Row(NamedTuple):
@@ -48,15 +49,7 @@ def _rows(path: Path, required_keys: Sequence[str]) -> Iterator[Row]:
                 text, clean = raw.decode("utf-8"), True
             except UnicodeDecodeError:
                 text, clean = raw.decode("utf-8", errors="surrogateescape"), False
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{line_number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(data, dict):
-                raise UserError(f"{path}:{line_number}: expected a JSON object, found {type(data).__name__}.")
-            for key in required_keys:
-                if key not in data:
-                    raise UserError(f"{path}:{line_number}: missing key '{key}'.")
+            data = parse_jsonl_line(text, path, line_number, required_keys)
             yield Row(line_number, data, raw if clean and data else None)
 
 

@@ -84,7 +84,7 @@ def _paper_section(cfg, rows: list[dict], k: int) -> list[str]:
                         f"{cfg.paper.sft_32b_20_qwq['pass@1']:.2f} / {cfg.paper.sft_32b_20_qwq['maj@64']:.2f}, "
                         f"Qwen2.5-Math-72B-Instruct {cfg.paper['qwen2.5-math-72b-instruct']['pass@1']:.2f} / "
                         f"{cfg.paper['qwen2.5-math-72b-instruct']['maj@64']:.2f}."]
-    lines += [f"| model | metric | ours | paper | delta |", "|---|---|---|---|---|"]
+    lines += ["| model | metric | ours | paper | delta |", "|---|---|---|---|---|"]
     paper_rows = {"sft": cfg.paper.sft_32b_20_qwq}
     for row in rows:
         figures = paper_rows.get(row["role"])
