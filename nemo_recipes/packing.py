@@ -242,7 +242,7 @@ def pack_sft_file(
     add_eos: bool = False,
 ) -> PackResult:
     """Tokenize the SFT jsonl with the student's tokenizer, pack it, and write `packed_{pack_size}_seed{seed}.npy`."""
-    from transformers import AutoTokenizer
+    from nemo_recipes.tokenizer import load_tokenizer
 
     if algorithm not in PACKING_ALGORITHMS:
         raise UserError(f"packing algorithm {algorithm!r} is not one of {', '.join(PACKING_ALGORITHMS)}.")
@@ -251,7 +251,7 @@ def pack_sft_file(
     records = read_jsonl(jsonl_path, required_keys=re.findall(r"{(.*?)}", prompt_template))
     if not records:
         raise UserError(f"{jsonl_path}: no records to pack.")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(str(tokenizer_dir))
     eos_id = _special_id(tokenizer, "eos")
 
     samples = [tokenize_sft_example(tokenizer, r, prompt_template=prompt_template, add_eos=add_eos) for r in records]

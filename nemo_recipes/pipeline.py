@@ -117,7 +117,8 @@ def run_pipeline(cfg, argv: list[str] | None = None) -> None:
     with run_lock(run_dir):
         for stage in stages:
             _run_stage(cfg, stage, run_dir, argv or [])
-    print(f"done: {run_dir}", flush=True)
+    report = run_dir / "report" / "report.md"
+    print(f"done: {run_dir}" + (f"; report: {report}" if report.exists() else ""), flush=True)
 
 
 def _selected(cfg) -> list[Stage]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 class HFGenerator:
     def __init__(self, model_path: str, sampling, device: str | None = None, trust_remote_code: bool = False):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from nemo_recipes.tokenizer import load_tokenizer
 
         self.sampling = sampling
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left so generation starts aligned
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,

@@ -71,9 +71,9 @@ def plan(ctx) -> list[str]:
 
 def _count_tokens(records: list[dict], tokenizer_path: str) -> None:
     """num_tokens of each generation with the student's tokenizer, in one batched call."""
-    from transformers import AutoTokenizer
+    from nemo_recipes.tokenizer import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
     encoded = tokenizer([r["generation"] for r in records], add_special_tokens=False)["input_ids"]
     for record, ids in zip(records, encoded):
         record["num_tokens"] = len(ids)

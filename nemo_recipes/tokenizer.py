@@ -1,0 +1,19 @@
+"""Load a tokenizer exactly as its tokenizer.json defines it.
+
+transformers 5's AutoTokenizer picks the class from the model type and, for Qwen2, rebuilds Qwen2's own
+pre-tokenizer, ignoring the one in tokenizer.json. For the real Qwen2.5 checkpoints both agree; for any other
+tokenizer (the toy models', a patched one) they do not -- and NeMo, which runs transformers 4 inside the container,
+reads tokenizer.json as written. Packing, token counting and generation must all see the same token ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (Path(path) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
