@@ -1,0 +1,65 @@
+"""The text the toy models learn from before the pipeline starts: a base model's "pretraining" documents and the
+teacher's "post-training" chats.
+
+The base student reads arithmetic facts, worked chains of partial results in plain text, and question/answer pages
+that answer directly -- so the skill to reason step by step is latent, but it has never seen a chat turn or a
+step-by-step answer to an instruction. The teacher is that base post-trained on many chats in QwQ's format that
+reason step by step, as QwQ-32B-Preview was built on the Qwen2.5 family.
+"""
+
+from __future__ import annotations
+
+import random
+
+from nemo_recipes.data.prompts import assistant_response, generic_math_prompt, qwq_prompt
+from nemo_recipes.toy.task import MAX_VALUE, make_problem, reasoning_trace, scratchpad
+
+
+def _facts_document(rng: random.Random) -> str:
+    lines = []
+    for _ in range(8):
+        a = rng.randint(0, MAX_VALUE)
+        op = "+" if a == 0 or (a < MAX_VALUE and rng.random() < 0.5) else "-"
+        b = rng.randint(1, min(9, MAX_VALUE - a)) if op == "+" else rng.randint(1, min(9, a))
+        lines.append(f"Fact: {a} {op} {b} = {a + b if op == '+' else a - b}.")
+    return "\n".join(lines)
+
+
+# What a web page may put around a worked problem. Varying it teaches the base to find the expression at any
+# distance, so the skill survives the change of format to a chat turn -- as a real base model's does.
+_PREFIXES = ("", "", "Problem: ", "Exercise. ", "Solve the following math problem.\n\n", "Q: ")
+_LEAD_INS = ("", "", "Solution:\n", "We work it out one operation at a time.\n", "Let me think step by step.\n",
+             "Answer:\n", "Working:\n")
+
+
+def _chain_document(rng: random.Random) -> str:
+    p = make_problem(rng)
+    return (rng.choice(_PREFIXES) + p["problem"] + "\n" + rng.choice(_LEAD_INS)
+            + "\n".join(scratchpad(p["expression"])))
+
+
+def _direct_answer_document(rng: random.Random) -> str:
+    p = make_problem(rng)
+    return f"Question: {p['problem']}\nAnswer: The answer is \\boxed{{{p['expected_answer']}}}."
+
+
+def base_document(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.45:
+        return _facts_document(rng)
+    if kind < 0.85:
+        return _chain_document(rng)
+    return _direct_answer_document(rng)
+
+
+def teacher_chat(rng: random.Random) -> str:
+    p = make_problem(rng)
+    return qwq_prompt(p["problem"]) + assistant_response(reasoning_trace(p["expression"], verify=rng.random() < 0.5))
+
+
+def tokenizer_texts(seed: int, num: int = 3000) -> list[str]:
+    """A sample of every kind of text the toy world uses, so the BPE merges fit all of them."""
+    rng = random.Random(seed)
+    texts = [base_document(rng) for _ in range(num)] + [teacher_chat(rng) for _ in range(num)]
+    texts += [generic_math_prompt(make_problem(rng)["problem"]) for _ in range(num // 4)]
+    return texts

@@ -1,0 +1,99 @@
+"""The whole pipeline on CPU with the toy models, end to end, plus a SIGKILL in the middle of sampling.
+
+The toy models are built once (a few minutes on 2 cores) into the shared cache and reused by `make demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nemo_recipes.io import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = [  # a small setting of the demo: same stages and code paths, fewer samples and steps
+    "teacher_sampling.n=4", "teacher_sampling.chunk_size=40", "eval_sampling.n=2", "benchmark.num_problems=16",
+    "sft.max_steps=8", "sft.save_interval=4", "metrics.bootstrap=50", "progress=false",
+]
+
+
+def _run(run_dir: Path, *overrides: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *SMALL, *overrides],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
+    run_dir = tmp_path / "demo"
+    result = _run(run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    generations = read_jsonl(run_dir / "sample_teacher" / "generations.jsonl")
+    assert len(generations) == 50 * 4
+    assert {(r["id"], r["sample_idx"]) for r in generations} == {(f"toy-arithmetic-train-{i:04d}", s)
+                                                                 for i in range(50) for s in range(4)}
+    graded = read_jsonl(run_dir / "grade_teacher" / "graded.jsonl")
+    assert {r["grade_status"] for r in graded} <= {"ok", "no_answer"}
+    sft_rows = read_jsonl(run_dir / "select" / "sft.jsonl")
+    assert len(sft_rows) == 20 and all(r["correct"] is True for r in sft_rows)
+    assert all(r["input"].startswith("<|im_start|>system\n<|im_end|>\n") and r["output"].endswith("<|im_end|>\n")
+               for r in sft_rows)
+    assert (run_dir / "sft" / "model" / "model.safetensors").exists()
+    assert len(read_jsonl(run_dir / "sft" / "train_log.jsonl")) == 8
+
+    metrics = json.loads((run_dir / "metrics" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "sft"}
+    for role in ("base", "sft"):
+        assert metrics[role]["metrics"]["overall"]["num_generations"] == 16 * 2
+    report = (run_dir / "report" / "report.md").read_text()
+    for heading in ("## Results on toy-arithmetic-test", "## Per subset", "## The paper's figures",
+                    "## SFT set and training", "## Provenance"):
+        assert heading in report
+    assert "toy-student + SFT" in report and (run_dir / "report" / "results.png").stat().st_size > 5000
+
+    fingerprints = {s: _manifest(run_dir, s)["fingerprint"] for s in ("prepare", "sft", "report")}
+    started = time.time()
+    again = _run(run_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert time.time() - started < 30
+    assert again.stdout.count("complete, skipping") == 12
+    assert {s: _manifest(run_dir, s)["fingerprint"] for s in fingerprints} == fingerprints
+
+
+def test_sigkill_during_sampling_then_rerun_gives_exactly_the_expected_records(tmp_path):
+    run_dir = tmp_path / "killed"
+    stages = "stages=[prepare,sample_teacher]"
+    command = [sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *SMALL, stages,
+               "teacher_sampling.chunk_size=8", "teacher_sampling.batch_size=8"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    chunks = run_dir / "sample_teacher" / "chunks"
+    deadline = time.time() + 900
+    while time.time() < deadline and len(list(chunks.glob("chunk_*.jsonl"))) < 3:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {p.name: p.read_text() for p in chunks.glob("chunk_*.jsonl")}
+    assert 3 <= len(done_before) < 25, "the kill must land in the middle of sampling"
+    assert _manifest(run_dir, "sample_teacher")["status"] == "running"
+
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{len(done_before)} of 25 chunks already done" in result.stdout
+    records = read_jsonl(run_dir / "sample_teacher" / "generations.jsonl")
+    assert len(records) == 50 * 4
+    assert len({(r["id"], r["sample_idx"]) for r in records}) == 50 * 4
+    for name, text in done_before.items():  # chunks finished before the kill were kept, not redone
+        assert (chunks / name).read_text() == text
