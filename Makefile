@@ -31,11 +31,11 @@ $(NEMO_VENV)/.installed: requirements/nemo-cpu.txt constraints/cpu.txt pyproject
 	touch $@
 
 test: $(VENV)/.installed $(NEMO_VENV)/.installed ## all tests on CPU: unit, toy pipeline end to end, and NeMo-compat
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --runslow tests
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
 test-fast: $(VENV)/.installed ## unit tests only (skips the slow toy-pipeline runs)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q tests
 
 test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real NeMo 2.1 / NeMo-Aligner 0.7 classes
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
