@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -31,9 +32,10 @@ def test_trace_walks_through_partial_results_to_the_boxed_answer():
     assert reasoning_trace("7 + 5", answer=3, verify=False).endswith("\\boxed{3}.")
 
 
-def test_base_documents_never_contain_a_chat_turn_and_teacher_chats_always_do():
+def test_base_chats_ask_single_facts_and_teacher_chats_reason():
     rng = random.Random(0)
-    assert not any("<|im_start|>" in corpus.base_document(rng) for _ in range(300))
+    chats = [d for d in (corpus.base_document(rng) for _ in range(300)) if "<|im_start|>" in d]
+    assert chats and all(re.fullmatch(r"\d+ [+-] \d+ = \d+\.<\|im_end\|>\n", d.split("assistant\n")[1]) for d in chats)
     chat = corpus.teacher_chat(rng)
     assert chat.startswith(qwq_prompt(chat.split("user\n")[1].split("<|im_end|>")[0]))
     assert chat.endswith("<|im_end|>\n")

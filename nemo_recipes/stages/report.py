@@ -71,8 +71,8 @@ def _ci(block: dict, key: str) -> str:
 
 
 def _mean_tokens(block: dict) -> str:
-    length = block.get("length") or {}
-    return f"{length['mean']:.0f}" if "mean" in length else "-"
+    tokens = block.get("tokens") or {}
+    return f"{tokens['mean']:.0f}" if "mean" in tokens else "-"
 
 
 def _paper_section(cfg, rows: list[dict], k: int) -> list[str]:

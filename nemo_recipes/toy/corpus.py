@@ -1,9 +1,9 @@
 """The text the toy models learn from before the pipeline starts: a base model's "pretraining" documents and the
 teacher's "post-training" chats.
 
-The base student reads arithmetic facts, worked chains of partial results in plain text, and question/answer pages
-that answer directly -- so the skill to reason step by step is latent, but it has never seen a chat turn or a
-step-by-step answer to an instruction. The teacher is that base post-trained on many chats in QwQ's format that
+The base student reads arithmetic facts, worked chains of partial results in plain text, question/answer pages that
+answer directly, and chat turns asking for single facts -- so the skill to reason step by step is latent and the chat
+format familiar, but it has never answered a multi-step problem in a chat by reasoning through it. The teacher is that base post-trained on many chats in QwQ's format that
 reason step by step, as QwQ-32B-Preview was built on the Qwen2.5 family.
 """
 
@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import random
 
-from nemo_recipes.data.prompts import assistant_response, generic_math_prompt, qwq_prompt
-from nemo_recipes.toy.task import MAX_VALUE, make_problem, reasoning_trace, scratchpad
+from nemo_recipes.data.prompts import assistant_response, chatml, generic_math_prompt, qwq_prompt
+from nemo_recipes.toy.task import MAX_VALUE, PHRASINGS, make_problem, reasoning_trace, scratchpad, steps
+
+
+def _fact(rng: random.Random) -> tuple[int, str, int, int]:
+    a = rng.randint(0, MAX_VALUE)
+    op = "+" if a == 0 or (a < MAX_VALUE and rng.random() < 0.5) else "-"
+    b = rng.randint(1, min(9, MAX_VALUE - a)) if op == "+" else rng.randint(1, min(9, a))
+    return a, op, b, a + b if op == "+" else a - b
 
 
 def _facts_document(rng: random.Random) -> str:
-    lines = []
-    for _ in range(8):
-        a = rng.randint(0, MAX_VALUE)
-        op = "+" if a == 0 or (a < MAX_VALUE and rng.random() < 0.5) else "-"
-        b = rng.randint(1, min(9, MAX_VALUE - a)) if op == "+" else rng.randint(1, min(9, a))
-        lines.append(f"Fact: {a} {op} {b} = {a + b if op == '+' else a - b}.")
-    return "\n".join(lines)
+    return "\n".join("Fact: {} {} {} = {}.".format(*_fact(rng)) for _ in range(8))
 
 
 # What a web page may put around a worked problem. Varying it teaches the base to find the expression at any
@@ -34,8 +35,11 @@ _LEAD_INS = ("", "", "Solution:\n", "We work it out one operation at a time.\n",
 
 def _chain_document(rng: random.Random) -> str:
     p = make_problem(rng)
-    return (rng.choice(_PREFIXES) + p["problem"] + "\n" + rng.choice(_LEAD_INS)
-            + "\n".join(scratchpad(p["expression"])))
+    text = rng.choice(_PREFIXES) + p["problem"] + "\n" + rng.choice(_LEAD_INS) + "\n".join(scratchpad(p["expression"]))
+    a, op, b, c = steps(p["expression"])[-1]
+    ending = rng.choice(("", "", f"\nSo the final answer is \\boxed{{{c}}}.",
+                         f"\nWait, let me check the last step: {a} {op} {b} = {c}.\nSo the final answer is \\boxed{{{c}}}."))
+    return text + ending
 
 
 def _direct_answer_document(rng: random.Random) -> str:
@@ -43,13 +47,23 @@ def _direct_answer_document(rng: random.Random) -> str:
     return f"Question: {p['problem']}\nAnswer: The answer is \\boxed{{{p['expected_answer']}}}."
 
 
+def _fact_chat(rng: random.Random) -> str:
+    """Instruction data as a base model meets it on the web: a chat turn asking for one fact, answered in one line."""
+    a, op, b, c = _fact(rng)
+    question = rng.choice(PHRASINGS).format(e=f"{a} {op} {b}")
+    prompt = generic_math_prompt(question) if rng.random() < 0.5 else chatml("", question)
+    return prompt + assistant_response(f"{a} {op} {b} = {c}.")
+
+
 def base_document(rng: random.Random) -> str:
     kind = rng.random()
-    if kind < 0.45:
+    if kind < 0.35:
         return _facts_document(rng)
-    if kind < 0.85:
+    if kind < 0.75:
         return _chain_document(rng)
-    return _direct_answer_document(rng)
+    if kind < 0.85:
+        return _direct_answer_document(rng)
+    return _fact_chat(rng)
 
 
 def teacher_chat(rng: random.Random) -> str:
