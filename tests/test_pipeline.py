@@ -125,3 +125,10 @@ def test_bad_input_file_names_file_and_line(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
     with pytest.raises(UserError, match=rf"{tmp_path}/p.jsonl:2: missing key 'answer'"):
         run_pipeline(cfg)
+
+
+def test_missing_input_file_is_one_sentence(tmp_path):
+    cfg = _cfg(tmp_path, "stages=[prepare]", "problems.source=jsonl", f"+problems.local_path={tmp_path}/absent.jsonl",
+               "+problems.problem_key=question", "+problems.answer_key=answer")
+    with pytest.raises(UserError, match=rf"^{tmp_path}/absent.jsonl: file not found.$"):
+        run_pipeline(cfg)
