@@ -50,6 +50,7 @@ class Stage:
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ()  # dotted config paths whose values the stage's output depends on
     params: tuple[tuple[str, Any], ...] = ()
+    unhashed: tuple[str, ...] = ()    # keys under config_keys that say how the work is split, not what it makes
 
     def param(self, key: str, default: Any = None) -> Any:
         return dict(self.params).get(key, default)
@@ -59,7 +60,8 @@ def stage_graph(cfg) -> list[Stage]:
     """Every stage of the experiment, in an order where each stage comes after the stages it needs."""
     stages = [
         Stage("prepare", "prepare", (), ("problems", "benchmark")),
-        Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),)),
+        Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
+              ("teacher_sampling.shard",)),
         Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
         Stage("select", "select", ("grade_teacher",), ("selection", "student.path", "student.source")),
         Stage("pack", "pack", ("select",),
@@ -72,7 +74,8 @@ def stage_graph(cfg) -> list[Stage]:
             raise UserError(f"evaluate: unknown model role '{role}'; use base, sft or teacher.")
         model_key = "teacher" if role == "teacher" else "student"
         needs = ("prepare", "sft") if role == "sft" else ("prepare",)
-        stages.append(Stage(f"sample_{role}", "sample", needs, (model_key, "eval_sampling"), (("role", role),)))
+        stages.append(Stage(f"sample_{role}", "sample", needs, (model_key, "eval_sampling"), (("role", role),),
+                            ("eval_sampling.shard",)))
         stages.append(Stage(f"grade_{role}", "grade", (f"sample_{role}",), ("grading",),
                             (("source", f"sample_{role}"),)))
         grades.append(f"grade_{role}")
@@ -219,6 +222,9 @@ def config_digest(cfg, stage: Stage) -> str:
     for key in stage.config_keys:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    for dotted in stage.unhashed:  # e.g. the shard a node runs: every shard must share the stage folder
+        key, _, leaf = dotted.rpartition(".")
+        values.get(key, {}).pop(leaf, None)
     return _hash([stage.module, values, list(stage.params)])
 
 

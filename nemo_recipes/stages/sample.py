@@ -31,9 +31,10 @@ def run(ctx) -> dict:
     chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
+    done = sum(_chunk_path(chunk_dir, c).exists() for c in range(len(chunks)))
+    if done:
+        ctx.log(f"{done} of {len(chunks)} chunks already done")
     todo = [c for c in _my_chunks(sampling, len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
-    if len(todo) < len(chunks):
-        ctx.log(f"{len(chunks) - len(todo)} of {len(chunks)} chunks already done")
     if todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 

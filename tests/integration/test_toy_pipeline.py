@@ -97,3 +97,18 @@ def test_sigkill_during_sampling_then_rerun_gives_exactly_the_expected_records(t
     assert len({(r["id"], r["sample_idx"]) for r in records}) == 50 * 4
     for name, text in done_before.items():  # chunks finished before the kill were kept, not redone
         assert (chunks / name).read_text() == text
+
+
+def test_two_shards_run_separately_merge_into_the_records_of_one_unsharded_run(tmp_path):
+    stages = "stages=[prepare,sample_teacher]"
+    common = [stages, "teacher_sampling.chunk_size=16", "teacher_sampling.num_shards=2"]
+    first = _run(tmp_path / "sharded", *common, "teacher_sampling.shard=0")
+    assert first.returncode == 2 and "chunks of other shards are missing" in first.stderr
+    second = _run(tmp_path / "sharded", *common, "teacher_sampling.shard=1")  # finds shard 0's chunks and merges
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "7 of 13 chunks already done" in second.stdout  # chunks 0, 2, ..., 12 of shard 0
+    whole = _run(tmp_path / "whole", *common)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    sharded = (tmp_path / "sharded" / "sample_teacher" / "generations.jsonl").read_text()
+    assert sharded == (tmp_path / "whole" / "sample_teacher" / "generations.jsonl").read_text()
+    assert len(sharded.splitlines()) == 50 * 4
