@@ -7,12 +7,15 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from nemo_recipes.cli import compose_config, main
 from nemo_recipes.errors import UserError
 from nemo_recipes.pipeline import run_lock, run_pipeline, stage_graph
+
+COMP_MATH = Path(__file__).resolve().parents[1].parent / "shared" / "research" / "data" / "comp-math-24-25.test.jsonl"
 
 
 def _cfg(tmp_path, *overrides):
@@ -132,3 +135,27 @@ def test_missing_input_file_is_one_sentence(tmp_path):
                "+problems.problem_key=question", "+problems.answer_key=answer")
     with pytest.raises(UserError, match=rf"^{tmp_path}/absent.jsonl: file not found.$"):
         run_pipeline(cfg)
+
+
+@pytest.mark.skipif(not COMP_MATH.exists(), reason="needs ../shared/research/data/comp-math-24-25.test.jsonl")
+def test_hub_loader_gathers_the_cards_rows_into_one_problem_with_its_released_solutions(tmp_path, monkeypatch):
+    # The dataset card's schema: one row per (problem, solution_type). The hub is unreachable here, so a stand-in
+    # `datasets` module serves rows made by the test; the loading code is the real one.
+    import types
+
+    rows = [{"problem": f"P{i}", "expected_answer": i, "solution_type": kind, "solution": f"{kind} of P{i}"}
+            for i in range(3) for kind in ("human_stage1", "human_stage4", "qwq_32b_preview")]
+    calls = []
+    fake = types.SimpleNamespace(load_dataset=lambda *a, **k: calls.append((a, k)) or rows)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    run_pipeline(compose_config([f"run_dir={tmp_path}/run", "experiment=main", "stages=[prepare]",
+                                 f"benchmark.local_path={COMP_MATH}"]))
+    assert calls == [(("nvidia/Nemotron-Math-HumanReasoning",),
+                      {"revision": "main", "split": "train", "cache_dir": calls[0][1]["cache_dir"]})]
+    problems = [json.loads(line) for line in (tmp_path / "run" / "prepare" / "problems.jsonl").open()]
+    assert [p["id"] for p in problems] == ["nemotron-math-humanreasoning-0000", "nemotron-math-humanreasoning-0001",
+                                          "nemotron-math-humanreasoning-0002"]
+    assert problems[1]["expected_answer"] == "1" and problems[1]["subset"] == "seed"
+    assert problems[1]["solutions"] == {"human_stage1": "human_stage1 of P1", "human_stage4": "human_stage4 of P1",
+                                        "qwq_32b_preview": "qwq_32b_preview of P1"}
+    assert "solution" not in problems[1] and "solution_type" not in problems[1]

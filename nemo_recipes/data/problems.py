@@ -61,14 +61,24 @@ def _from_hub(spec, key: str, cache_dir: str) -> list[dict]:
 
 
 def _to_schema(rows: list[dict], spec) -> list[dict]:
-    """Our schema from a source's rows; the dataset card's rows carry several solutions per problem, keep one row each."""
-    records, seen = [], {}
-    for position, row in enumerate(rows):
+    """Our schema from a source's rows, one record per problem in first-seen order.
+
+    The dataset card has one row per (problem, solution_type); with `solution_type_key` set, a problem's released
+    solutions are gathered into `solutions: {solution_type: text}` (human_stage1..4, qwq_32b_preview) for the
+    data-source ablation.
+    """
+    records, by_problem = [], {}
+    type_key, solution_key = spec.get("solution_type_key"), spec.get("solution_key")
+    for row in rows:
         problem = row[spec.problem_key]
-        if problem in seen:
-            continue
-        identifier = str(row[spec.id_key]) if spec.get("id_key") else f"{spec.name}-{len(records):04d}"
-        seen[problem] = identifier
-        records.append({**row, "id": identifier, "problem": problem,
-                        "expected_answer": str(row[spec.answer_key]), "subset": spec.subset})
+        if problem not in by_problem:
+            identifier = str(row[spec.id_key]) if spec.get("id_key") else f"{spec.name}-{len(records):04d}"
+            record = {key: value for key, value in row.items() if key not in (type_key, solution_key)}
+            record.update(id=identifier, problem=problem, expected_answer=str(row[spec.answer_key]), subset=spec.subset)
+            if type_key:
+                record["solutions"] = {}
+            by_problem[problem] = record
+            records.append(record)
+        if type_key:
+            by_problem[problem]["solutions"][row[type_key]] = row[solution_key]
     return records
