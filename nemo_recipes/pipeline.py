@@ -58,12 +58,17 @@ class Stage:
 
 def stage_graph(cfg) -> list[Stage]:
     """Every stage of the experiment, in an order where each stage comes after the stages it needs."""
-    stages = [
-        Stage("prepare", "prepare", (), ("problems", "benchmark")),
-        Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
-              ("teacher_sampling.shard",)),
-        Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
-        Stage("select", "select", ("grade_teacher",), ("selection", "student.path", "student.source")),
+    released = cfg.selection.strategy == "released"  # the dataset's own solutions: no teacher to sample
+    stages = [Stage("prepare", "prepare", (), ("problems", "benchmark"))]
+    if not released:
+        stages += [
+            Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
+                  ("teacher_sampling.shard",)),
+            Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
+        ]
+    stages += [
+        Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
+              ("selection", "student.path", "student.source")),
         Stage("pack", "pack", ("select",),
               ("sft.pack_size", "sft.packing_algorithm", "student.path", "student.source", "student.parallel.cp")),
         Stage("sft", "sft", ("pack",), ("sft", "student")),

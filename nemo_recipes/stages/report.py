@@ -10,8 +10,6 @@ import datetime as dt
 
 from nemo_recipes.io import atomic_write_text, read_json, read_jsonl
 
-_PROVENANCE_STAGES = ("prepare", "sample_teacher", "grade_teacher", "select", "pack", "sft")
-
 
 def run(ctx) -> dict:
     from nemo_recipes.report.plots import results_bar_chart
@@ -103,7 +101,7 @@ def _sft_section(ctx) -> list[str]:
     rows = read_jsonl(ctx.input_dir("select") / "sft.jsonl")
     s = ctx.cfg.sft
     lines = ["## SFT set and training", "",
-             f"{len(rows)} traces of {ctx.cfg.teacher.name} (mean {select.get('mean_tokens', 0):.0f} student tokens, "
+             f"{len(rows)} traces of {rows[0]['source']} (mean {select.get('mean_tokens', 0):.0f} student tokens, "
              f"chosen from {select.get('eligible_problems', '?')} problems with an eligible trace; see "
              f"`select/selection_report.md`).",
              f"Backend {sft.get('backend', s.backend)}: {s.max_steps} steps, global batch {s.global_batch_size} packs "
@@ -114,7 +112,9 @@ def _sft_section(ctx) -> list[str]:
 
 def _provenance(ctx) -> list[str]:
     cfg = ctx.cfg
-    stages = [*_PROVENANCE_STAGES, *[f"{p}_{role}" for role in cfg.evaluate for p in ("sample", "grade")], "metrics"]
+    from nemo_recipes.pipeline import stage_graph
+
+    stages = [stage.name for stage in stage_graph(cfg) if stage.name != "report"]
     lines = ["## Provenance", "",
              "| stage | config hash | fingerprint | finished | command |", "|---|---|---|---|---|"]
     versions = {}

@@ -5,13 +5,17 @@
 Strategy `paper`: keep traces whose final answer is correct (or incorrect, for the correctness ablation) and that
 ended on a stop string, count their tokens with the student's tokenizer, keep per problem the trace closest to
 `target_tokens`, then take `num_examples` problems in the `problem_order` (seeded random, or hardest first by the
-teacher's pass rate). Writes `sft.jsonl` (`input`, `output`, `id`, `num_tokens`, `source`, ...) in the format
-NeMo-Skills fed NeMo-Aligner, and `selection_report.md` saying what was chosen and why.
+teacher's pass rate). Strategy `no_keywords` does the same, then removes the reflection cues ("Wait,", "Hmm",
+"Alternatively", ...) from each chosen trace. Strategy `released` skips the teacher: it takes the dataset's own
+solutions of `solution_type` (human_stage1..4 or qwq_32b_preview) -- the data-source ablation.
+Writes `sft.jsonl` (`input`, `output`, `id`, `num_tokens`, `source`, ...) in the format NeMo-Skills fed
+NeMo-Aligner, and `selection_report.md` saying what was chosen and why.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 
 from nemo_recipes.data.prompts import assistant_response, generic_math_prompt
@@ -19,41 +23,71 @@ from nemo_recipes.errors import UserError
 from nemo_recipes.io import atomic_write_text, read_jsonl, write_jsonl
 from nemo_recipes.models import local_model_dir, model_name
 
+STRATEGIES = ("paper", "no_keywords", "released")
 ORDERS = ("random", "hardest")
 REQUIRE = ("correct", "incorrect")
+# Reflection cues of long-CoT traces (the keyword ablation): the word and the punctuation and space after it.
+_REFLECTION = re.compile(r"\b(?:but wait|wait|hmm+|alternatively|let me double-check|let me verify)\b[,.!:]?[ \t]*",
+                         re.IGNORECASE)
+
+
+def _validate(sel) -> None:
+    for key, value, allowed in (("strategy", sel.strategy, STRATEGIES), ("problem_order", sel.problem_order, ORDERS),
+                                ("require", sel.require, REQUIRE)):
+        if value not in allowed:
+            raise UserError(f"selection.{key}: '{value}' is not one of {', '.join(allowed)}.")
+    if sel.strategy == "released" and sel.problem_order == "hardest":
+        raise UserError("selection.problem_order: 'hardest' needs teacher samples; released solutions have none.")
+
+
+def _released(ctx, sel) -> tuple[list[dict], int]:
+    """The dataset's own solutions of one type (human_stage1..4, qwq_32b_preview) as single candidates."""
+    problems = read_jsonl(ctx.input_dir("prepare") / "problems.jsonl", required_keys=("id", "problem"))
+    candidates = [{**p, "generation": p["solutions"][sel.solution_type], "sample_idx": 0, "correct": None,
+                   "finish_reason": "stop"}
+                  for p in problems if sel.solution_type in (p.get("solutions") or {})]
+    return candidates, len(problems)
+
+
+def _eligible(record: dict, sel) -> bool:
+    if sel.strategy == "released":
+        return True  # the data-source ablation trains on every released solution, as the dataset card's runs did
+    return (record["correct"] is True) == (sel.require == "correct") and record["correct"] is not None \
+        and record["finish_reason"] == "stop"
 
 
 def run(ctx) -> dict:
     cfg, sel = ctx.cfg, ctx.cfg.selection
-    if sel.strategy != "paper":
-        raise UserError(f"selection.strategy: unknown strategy '{sel.strategy}'; this version has: paper.")
-    if sel.problem_order not in ORDERS:
-        raise UserError(f"selection.problem_order: '{sel.problem_order}' is not one of {', '.join(ORDERS)}.")
-    if sel.require not in REQUIRE:
-        raise UserError(f"selection.require: '{sel.require}' is not one of {', '.join(REQUIRE)}.")
-    graded = read_jsonl(ctx.input_dir("grade_teacher") / "graded.jsonl",
-                        required_keys=("id", "problem", "generation", "correct", "finish_reason"))
-    _count_tokens(graded, local_model_dir(cfg, "base"))
+    _validate(sel)
+    if sel.strategy == "released":
+        candidates, num_problems = _released(ctx, sel)
+    else:
+        candidates = read_jsonl(ctx.input_dir("grade_teacher") / "graded.jsonl",
+                                required_keys=("id", "problem", "generation", "correct", "finish_reason"))
+        num_problems = len({r["id"] for r in candidates})
+    _count_tokens(candidates, local_model_dir(cfg, "base"))
 
     by_problem = defaultdict(list)
-    for record in graded:
+    for record in candidates:
         by_problem[record["id"]].append(record)
     pass_rate = {pid: sum(r["correct"] is True for r in rs) / len(rs) for pid, rs in by_problem.items()}
-    wanted = sel.require == "correct"
     best = {}
     for pid, records in by_problem.items():
-        eligible = [r for r in records if (r["correct"] is True) == wanted and r["correct"] is not None
-                    and r["finish_reason"] == "stop"]
+        eligible = [r for r in records if _eligible(r, sel)]
         if eligible:
             best[pid] = min(eligible, key=lambda r: (abs(r["num_tokens"] - sel.target_tokens), r["sample_idx"]))
     if len(best) < sel.num_examples:
+        what = (f"a '{sel.solution_type}' solution" if sel.strategy == "released"
+                else f"a {sel.require} trace that finished")
         raise UserError(
-            f"selection: only {len(best)} of {len(by_problem)} problems have a {sel.require} trace that finished, "
-            f"but selection.num_examples={sel.num_examples}; sample more (teacher_sampling.n) or lower "
-            f"selection.num_examples.")
+            f"selection: only {len(best)} of {num_problems} problems have {what}, but selection.num_examples="
+            f"{sel.num_examples}; sample more (teacher_sampling.n) or lower selection.num_examples.")
     chosen = _order(sorted(best), pass_rate, sel)[: sel.num_examples]
-    teacher = model_name(cfg, "teacher")
-    rows = [_sft_row(best[pid], teacher) for pid in chosen]
+    source = sel.solution_type if sel.strategy == "released" else model_name(cfg, "teacher")
+    rows = [_sft_row(best[pid], source) for pid in chosen]
+    if sel.strategy == "no_keywords":
+        rows = [{**row, "output": remove_reflection_words(row["output"])} for row in rows]
+        _count_tokens(rows, local_model_dir(cfg, "base"), key="output")
     write_jsonl(ctx.dir / "sft.jsonl", rows)
     atomic_write_text(ctx.dir / "selection_report.md", _report(rows, by_problem, pass_rate, best, sel))
     lengths = [r["num_tokens"] for r in rows]
@@ -63,18 +97,26 @@ def run(ctx) -> dict:
             "ids": chosen}
 
 
+def remove_reflection_words(text: str) -> str:
+    """The trace with its reflection cues ("Wait,", "Hmm", "Alternatively", ...) removed, the rest untouched."""
+    return _REFLECTION.sub("", text)
+
+
 def plan(ctx) -> list[str]:
     s = ctx.cfg.selection
+    if s.strategy == "released":
+        return [f"strategy released: the dataset's '{s.solution_type}' solutions of {s.num_examples} problems, "
+                f"problems in {s.problem_order} order (seed {s.seed})"]
     return [f"strategy {s.strategy}: {s.num_examples} {s.require} traces, one per problem, closest to "
             f"{s.target_tokens} tokens (student tokenizer), problems in {s.problem_order} order (seed {s.seed})"]
 
 
-def _count_tokens(records: list[dict], tokenizer_path: str) -> None:
-    """num_tokens of each generation with the student's tokenizer, in one batched call."""
+def _count_tokens(records: list[dict], tokenizer_path: str, key: str = "generation") -> None:
+    """num_tokens of each record's `key` text with the student's tokenizer, in one batched call."""
     from nemo_recipes.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_path)
-    encoded = tokenizer([r["generation"] for r in records], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([r[key] for r in records], add_special_tokens=False)["input_ids"]
     for record, ids in zip(records, encoded):
         record["num_tokens"] = len(ids)
 
@@ -87,13 +129,13 @@ def _order(problem_ids: list[str], pass_rate: dict, sel) -> list[str]:
     return shuffled
 
 
-def _sft_row(record: dict, teacher: str) -> dict:
+def _sft_row(record: dict, source: str) -> dict:
     return {
         "input": generic_math_prompt(record["problem"]),
         "output": assistant_response(record["generation"]),
         "id": record["id"],
         "num_tokens": record["num_tokens"],
-        "source": teacher,
+        "source": source,
         "sample_idx": record["sample_idx"],
         "expected_answer": record["expected_answer"],
         "correct": record["correct"],
@@ -111,10 +153,11 @@ def _report(rows, by_problem, pass_rate, best, sel) -> str:
         "", "## Length histogram of the chosen traces", "", "```", *_histogram(lengths), "```", "",
         "## Chosen traces", "", "| problem | sample | tokens | teacher pass rate |", "|---|---|---|---|",
     ]
-    lines += [f"| {r['id']} | {r['sample_idx']} | {r['num_tokens']} | {pass_rate[r['id']]:.2f} |" for r in rows]
+    rate = (lambda pid: "-") if sel.strategy == "released" else (lambda pid: f"{pass_rate[pid]:.2f}")
+    lines += [f"| {r['id']} | {r['sample_idx']} | {r['num_tokens']} | {rate(r['id'])} |" for r in rows]
     lines += ["", "## Teacher pass rate per problem", "", "| problem | samples | pass rate | eligible |",
               "|---|---|---|---|"]
-    lines += [f"| {pid} | {len(rs)} | {pass_rate[pid]:.2f} | {'yes' if pid in best else 'no'} |"
+    lines += [f"| {pid} | {len(rs)} | {rate(pid)} | {'yes' if pid in best else 'no'} |"
               for pid, rs in sorted(by_problem.items())]
     return "\n".join(lines) + "\n"
 
