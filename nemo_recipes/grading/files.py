@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.io import parse_jsonl_line
+from nemo_recipes.io import atomic_open, parse_jsonl_line
 
 
 class Row(NamedTuple):
@@ -55,24 +54,14 @@ def _rows(path: Path, required_keys: Sequence[str]) -> Iterator[Row]:
 
 def write_extended_rows(path: str | os.PathLike, rows: Sequence[Row], additions: Sequence[dict]) -> int:
     """Write each row with its additions (new keys win), atomically: temp file, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as out:
-            for row, added in zip(rows, additions, strict=True):
-                if row.raw is not None and not added.keys() & row.data.keys():
-                    # `{...` up to its closing brace, then `, "key": value...}`: the additions minus their `{`.
-                    out.write(memoryview(row.raw)[: row.raw.rindex(b"}")])
-                    out.write(b", " + _encode(added)[1:] + b"\n")
-                else:
-                    out.write(_encode({**row.data, **added}) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as out:
+        for row, added in zip(rows, additions, strict=True):
+            if row.raw is not None and not added.keys() & row.data.keys():
+                # `{...` up to its closing brace, then `, "key": value...}`: the additions minus their `{`.
+                out.write(memoryview(row.raw)[: row.raw.rindex(b"}")])
+                out.write(b", " + _encode(added)[1:] + b"\n")
+            else:
+                out.write(_encode({**row.data, **added}) + b"\n")
     return len(rows)
 
 
