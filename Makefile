@@ -10,7 +10,7 @@ ARGS ?=
 PIP_CONSTRAINT := -c constraints/cpu.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale bench-packing bench-grading clean
+.PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale bench-packing bench-grading bench-generation clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-packing: $(NEMO_VENV)/.installed ## our packing vs NeMo's first_fit_shuffl
 
 bench-grading: $(VENV)/.installed ## our grader vs a naive parse+verify loop on 256 x 64 synthetic generations
 	$(PY) benchmarks/grading.py
+
+bench-generation: $(VENV)/.installed ## batched hf generation vs one prompt at a time on the toy teacher (tokens/s)
+	$(PY) benchmarks/generation.py
 
 clean: ## remove the toy demo's run folder (runs/demo); models in the cache are kept
 	rm -rf runs/demo

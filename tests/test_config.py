@@ -94,5 +94,6 @@ def test_help_and_dry_run_do_not_import_torch(tmp_path):
     first, _, plan = result.stdout.partition("\n")
     assert first == "[]"
     assert "train_gpt_sft.py" in plan and "convert_qwen2_hf_to_nemo.py" in plan
-    assert "512 = 25600 samples" in plan  # 50 seed problems x 512 teacher samples
+    assert "512 = 25600 samples, ~153.60M tokens" in plan  # 50 seed problems x 512 teacher samples x 6000 tokens
+    assert "~43 GPU-hours at 2000 tokens/s per replica of 2 GPU(s)" in plan
     assert not (tmp_path / "main").exists()  # a dry run writes nothing

@@ -64,13 +64,19 @@ def plan(ctx) -> list[str]:
     num = _known_size(ctx, role, spec)
     samples = f"{num} problems x {sampling.n} = {num * sampling.n} samples" if num else f"? problems x {sampling.n}"
     tokens = f"~{num * sampling.n * sampling.expected_tokens / 1e6:.2f}M tokens" if num else "tokens: ?"
-    return [
+    lines = [
         f"model: {model_name(cfg, role)} ({model_path(cfg, role, build=False)})",
         f"backend {sampling.backend}, prompt '{sampling.prompt}', T={sampling.temperature}, top_p={sampling.top_p}, "
         f"max_tokens={sampling.max_tokens}",
         f"{samples}, {tokens} (at sampling.expected_tokens={sampling.expected_tokens}), "
         f"chunks of {sampling.chunk_size}, shards {sampling.num_shards}",
     ]
+    if num and sampling.backend == "vllm":
+        tp = model_config(cfg, role).generation_tp
+        hours = num * sampling.n * sampling.expected_tokens / sampling.throughput_tokens_per_s / 3600 * tp
+        lines.append(f"~{hours:.0f} GPU-hours at {sampling.throughput_tokens_per_s} tokens/s per replica of {tp} GPU(s) "
+                     f"(sampling.throughput_tokens_per_s, an assumption)")
+    return lines
 
 
 def _sampling(cfg, role: str):
