@@ -64,11 +64,9 @@ def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
     assert "toy-student + SFT" in report and (run_dir / "report" / "results.png").stat().st_size > 5000
 
     fingerprints = {s: _manifest(run_dir, s)["fingerprint"] for s in ("prepare", "sft", "report")}
-    started = time.time()
-    again = _run(run_dir)
+    again = _run(run_dir)  # every stage skipped: no model is loaded, nothing is recomputed
     assert again.returncode == 0, again.stderr[-3000:]
-    assert time.time() - started < 30
-    assert again.stdout.count("complete, skipping") == 12
+    assert again.stdout.count("complete, skipping") == 12 and "running" not in again.stdout
     assert {s: _manifest(run_dir, s)["fingerprint"] for s in fingerprints} == fingerprints
 
 
