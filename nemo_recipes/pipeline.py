@@ -98,6 +98,7 @@ class StageContext:
     run_dir: Path
     progress: bool = True
     commands: list[list[str]] = dataclasses.field(default_factory=list)
+    argv: list[str] = dataclasses.field(default_factory=list)  # the run's overrides, for processes a stage starts
 
     @property
     def dir(self) -> Path:
@@ -142,7 +143,7 @@ def _selected(cfg) -> list[Stage]:
 
 
 def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
-    ctx = StageContext(cfg, stage, run_dir, progress=bool(cfg.progress))
+    ctx = StageContext(cfg, stage, run_dir, progress=bool(cfg.progress), argv=list(argv))
     config_hash = config_digest(cfg, stage)
     inputs_hash = _inputs_digest(stage, run_dir)
     manifest_path = ctx.dir / MANIFEST

@@ -74,3 +74,50 @@ def test_chunk_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
     assert _my_chunks(_sampling(), 10) == list(range(10))
     with pytest.raises(UserError, match="sampling.shard=3 must be between 0 and num_shards-1=2"):
         _my_chunks(_sampling(num_shards=3, shard=3), 10)
+
+
+def test_vllm_replicas_split_a_node_into_gpu_groups_and_the_chunks_between_them():
+    from nemo_recipes.generation.replicas import gpu_groups, replica_chunks, worker_command
+
+    assert gpu_groups(8, 2) == ["0,1", "2,3", "4,5", "6,7"]
+    assert gpu_groups(8, 8) == ["0,1,2,3,4,5,6,7"]
+    with pytest.raises(UserError, match="cluster.gpus_per_node=8 cannot be split into vLLM replicas of generation_tp=3"):
+        gpu_groups(8, 3)
+    node_chunks = [0, 2, 4, 6, 8, 10, 12]  # shard 0 of 2
+    shares = [replica_chunks(node_chunks, r, 3) for r in range(3)]
+    assert sorted(c for share in shares for c in share) == node_chunks and shares[0] == [0, 6, 12]
+    command = worker_command(["experiment=main", "teacher_sampling.n=8"], "sample_teacher", 1, 4)
+    assert command[1:] == ["-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
+                           "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
+
+
+def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeypatch):
+    import subprocess
+
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import StageContext, stage_graph
+    from nemo_recipes.stages import sample
+
+    cfg = compose_config([f"run_dir={tmp_path}", "experiment=main", "cluster.gpus_per_node=8"])
+    stage = next(s for s in stage_graph(cfg) if s.name == "sample_teacher")
+    ctx = StageContext(cfg, stage, tmp_path, progress=False, argv=["experiment=main"])
+    assert sample._replica_groups(cfg, "teacher", cfg.teacher_sampling) == ["0,1", "2,3", "4,5", "6,7"]
+    assert sample._replica_groups(cfg, "teacher", compose_config(["experiment=demo"]).teacher_sampling) == [""]
+    started = []
+
+    class FakeProcess:
+        def __init__(self, command, env, stdout, stderr):
+            started.append((command, env["CUDA_VISIBLE_DEVICES"]))
+            self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    (tmp_path / "sample_teacher").mkdir()
+    with pytest.raises(UserError, match=r"vLLM replicas \[2\] failed .*replica_N.log\); their finished chunks are kept"):
+        sample._run_replicas(ctx, sample._replica_groups(cfg, "teacher", cfg.teacher_sampling))
+    assert [gpus for _, gpus in started] == ["0,1", "2,3", "4,5", "6,7"]
+    assert [command[-3] for command, _ in started] == ["0", "1", "2", "3"]
+    assert ctx.commands[0][2:] == ["nemo_recipes.generation.replicas", "experiment=main", "--stage", "sample_teacher",
+                                   "--replica", "0", "--replicas", "4"]

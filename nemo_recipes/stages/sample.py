@@ -26,16 +26,17 @@ _SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt"
 def run(ctx) -> dict:
     role = ctx.stage.param("role")
     sampling = _sampling(ctx.cfg, role)
-    problems = read_jsonl(_problems_file(ctx, role), required_keys=PROBLEM_KEYS)
-    requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
-    chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
+    problems, requests, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     done = sum(_chunk_path(chunk_dir, c).exists() for c in range(len(chunks)))
     if done:
         ctx.log(f"{done} of {len(chunks)} chunks already done")
     todo = [c for c in _my_chunks(sampling, len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
-    if todo:
+    replicas = _replica_groups(ctx.cfg, role, sampling)
+    if todo and len(replicas) > 1:
+        _run_replicas(ctx, replicas)
+    elif todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 
     missing = [c for c in range(len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
@@ -79,6 +80,14 @@ def plan(ctx) -> list[str]:
     return lines
 
 
+def _chunked_requests(ctx, role: str, sampling):
+    """The problems, the (problem, sample_idx) requests in problem-major order, and those cut into chunks."""
+    problems = read_jsonl(_problems_file(ctx, role), required_keys=PROBLEM_KEYS)
+    requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
+    chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
+    return problems, requests, chunks
+
+
 def _sampling(cfg, role: str):
     return cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
 
@@ -111,6 +120,56 @@ def _chunk_path(chunk_dir, index: int):
 def chunk_seed(base_seed: int, chunk_index: int) -> int:
     """A seed per chunk that depends only on the base seed and the chunk's position, never on sharding."""
     return (base_seed * 1_000_003 + chunk_index) % (2**31 - 1)
+
+
+def _replica_groups(cfg, role: str, sampling) -> list[str]:
+    """GPU groups of the vLLM replicas on this node; one group (this process) for hf or a single replica."""
+    if sampling.backend != "vllm" or cfg.cluster.gpus_per_node <= model_config(cfg, role).generation_tp:
+        return [""]
+    from nemo_recipes.generation.replicas import gpu_groups
+
+    return gpu_groups(cfg.cluster.gpus_per_node, model_config(cfg, role).generation_tp)
+
+
+def _run_replicas(ctx, groups: list[str]) -> None:
+    """One worker process per GPU group, each generating its share of the chunks; logs in the stage folder."""
+    import os
+    import subprocess
+
+    from nemo_recipes.generation.replicas import worker_command
+
+    logs = ctx.dir / "logs"
+    logs.mkdir(exist_ok=True)
+    workers = []
+    for replica, gpus in enumerate(groups):
+        command = worker_command(ctx.argv, ctx.stage.name, replica, len(groups))
+        ctx.record_command(command)
+        log = open(logs / f"replica_{replica}.log", "a")
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+        workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
+    failed = []
+    for replica, (process, log) in enumerate(workers):
+        if process.wait() != 0:
+            failed.append(replica)
+        log.close()
+    if failed:
+        raise UserError(f"vLLM replicas {failed} failed (see {logs}/replica_N.log); their finished chunks are kept, "
+                        f"run again to resume.")
+
+
+def generate_replica(ctx, replica: int, replicas: int) -> None:
+    """A replica worker's share of this node's chunks, minus those already on disk (generation/replicas.py)."""
+    from nemo_recipes.generation.replicas import replica_chunks
+
+    role = ctx.stage.param("role")
+    sampling = _sampling(ctx.cfg, role)
+    _, _, chunks = _chunked_requests(ctx, role, sampling)
+    chunk_dir = ctx.dir / "chunks"
+    mine = [c for c in replica_chunks(_my_chunks(sampling, len(chunks)), replica, replicas)
+            if not _chunk_path(chunk_dir, c).exists()]
+    if mine:
+        _generate_chunks(ctx, role, sampling, chunks, mine, chunk_dir)
 
 
 def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
