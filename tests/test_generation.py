@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from nemo_recipes.errors import UserError
 from nemo_recipes.generation import open_backend
 from nemo_recipes.generation.vllm import engine_kwargs, sampling_params_kwargs
-from nemo_recipes.stages.sample import _my_chunks, chunk_seed
+from nemo_recipes.stages.sample import _my_chunks, sample_seed
 
 
 def _sampling(**overrides):
@@ -65,10 +65,10 @@ def test_vllm_requests_carry_the_paper_sampling_and_a_per_request_seed():
     }
 
 
-def test_chunk_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
-    seeds = [chunk_seed(0, c) for c in range(10)]
-    assert len(set(seeds)) == 10 and seeds == [chunk_seed(0, c) for c in range(10)]
-    assert chunk_seed(1, 0) != chunk_seed(0, 0)
+def test_sample_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
+    seeds = [sample_seed(0, i) for i in range(1000)]
+    assert len(set(seeds)) == 1000 and seeds == [sample_seed(0, i) for i in range(1000)]
+    assert sample_seed(1, 0) != sample_seed(0, 0)
     shards = [_my_chunks(_sampling(num_shards=3, shard=s), 10) for s in range(3)]
     assert sorted(c for shard in shards for c in shard) == list(range(10))
     assert _my_chunks(_sampling(), 10) == list(range(10))

@@ -25,7 +25,8 @@ class HFGenerator:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     def generate(self, requests: list[dict]) -> list[dict]:
-        """Generate for `requests` in batches; the first request's seed seeds the whole call (chunk-level seeding)."""
+        """Generate for `requests` in batches. transformers samples a batch from one generator, so the first
+        request's seed seeds the whole call: reproducible per chunk, not per sample as in vLLM."""
         import torch
 
         torch.manual_seed(requests[0]["seed"])

@@ -7,7 +7,8 @@ Requests (problem x sample_idx, problem-major) are cut into chunks of `chunk_siz
 atomically to `chunks/chunk_NNNNN.jsonl`, so a killed run resumes at the first missing chunk without losing or
 repeating a record. Chunk c belongs to shard c % num_shards: nodes can each run one shard into the same folder
 (a shared file system), and the run that finds every chunk present merges them into `generations.jsonl`.
-A chunk's seed is derived from (sampling.seed, chunk index) alone, so sharded and unsharded runs agree.
+Each sample's seed is derived from (sampling.seed, request index) alone, so sharded and unsharded runs agree: vLLM
+seeds every request with it, the hf backend seeds each chunk with its first request's.
 """
 
 from __future__ import annotations
@@ -117,9 +118,12 @@ def _chunk_path(chunk_dir, index: int):
     return chunk_dir / f"chunk_{index:05d}.jsonl"
 
 
-def chunk_seed(base_seed: int, chunk_index: int) -> int:
-    """A seed per chunk that depends only on the base seed and the chunk's position, never on sharding."""
-    return (base_seed * 1_000_003 + chunk_index) % (2**31 - 1)
+def sample_seed(base_seed: int, request_index: int) -> int:
+    """A seed per sample that depends only on the base seed and the request's position, never on sharding.
+
+    Distinct per sample: vLLM given one seed for the n samples of a prompt would return n copies of one sample.
+    """
+    return (base_seed * 1_000_003 + request_index) % (2**31 - 1)
 
 
 def _replica_groups(cfg, role: str, sampling) -> list[str]:
@@ -187,14 +191,14 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
     started, tokens = time.time(), 0
     with tqdm(total=total, desc=f"sample {role}", unit="sample", disable=not ctx.progress) as bar:
         for c in todo:
-            seed = chunk_seed(sampling.seed, c)
+            seeds = [sample_seed(sampling.seed, c * sampling.chunk_size + j) for j in range(len(chunks[c]))]
             requests = [{"prompt": render_prompt(sampling.prompt, problem["problem"]), "seed": seed}
-                        for problem, _ in chunks[c]]
+                        for (problem, _), seed in zip(chunks[c], seeds)]
             results = generator.generate(requests)
             records = [
                 {**problem, "sample_idx": sample_idx, "seed": seed, **result, "model": model_name(cfg, role),
                  "sampling": sampling_record}
-                for (problem, sample_idx), result in zip(chunks[c], results)
+                for (problem, sample_idx), seed, result in zip(chunks[c], seeds, results)
             ]
             write_jsonl(_chunk_path(chunk_dir, c), records)
             tokens += sum(r["num_generated_tokens"] for r in records)

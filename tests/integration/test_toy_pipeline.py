@@ -42,6 +42,7 @@ def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
 
     generations = read_jsonl(run_dir / "sample_teacher" / "generations.jsonl")
     assert len(generations) == 50 * 4
+    assert len({r["seed"] for r in generations}) == 50 * 4  # one seed per sample, never shared within a prompt
     assert {(r["id"], r["sample_idx"]) for r in generations} == {(f"toy-arithmetic-train-{i:04d}", s)
                                                                  for i in range(50) for s in range(4)}
     graded = read_jsonl(run_dir / "grade_teacher" / "graded.jsonl")
@@ -73,8 +74,9 @@ def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
 def test_sigkill_during_sampling_then_rerun_gives_exactly_the_expected_records(tmp_path):
     run_dir = tmp_path / "killed"
     stages = "stages=[prepare,sample_teacher]"
-    command = [sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *SMALL, stages,
-               "teacher_sampling.chunk_size=8", "teacher_sampling.batch_size=8"]
+    small = [o for o in SMALL if not o.startswith(("teacher_sampling.n=", "teacher_sampling.chunk_size="))]
+    command = [sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *small, stages, "teacher_sampling.n=16",
+               "teacher_sampling.chunk_size=8", "teacher_sampling.batch_size=8"]  # 50 x 16 = 800 in 100 chunks
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     chunks = run_dir / "sample_teacher" / "chunks"
@@ -84,15 +86,15 @@ def test_sigkill_during_sampling_then_rerun_gives_exactly_the_expected_records(t
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done_before = {p.name: p.read_text() for p in chunks.glob("chunk_*.jsonl")}
-    assert 3 <= len(done_before) < 25, "the kill must land in the middle of sampling"
+    assert 3 <= len(done_before) < 100, "the kill must land in the middle of sampling"
     assert _manifest(run_dir, "sample_teacher")["status"] == "running"
 
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{len(done_before)} of 25 chunks already done" in result.stdout
+    assert f"{len(done_before)} of 100 chunks already done" in result.stdout
     records = read_jsonl(run_dir / "sample_teacher" / "generations.jsonl")
-    assert len(records) == 50 * 4
-    assert len({(r["id"], r["sample_idx"]) for r in records}) == 50 * 4
+    assert len(records) == 800
+    assert len({(r["id"], r["sample_idx"]) for r in records}) == 800
     for name, text in done_before.items():  # chunks finished before the kill were kept, not redone
         assert (chunks / name).read_text() == text
 
