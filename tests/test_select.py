@@ -89,3 +89,17 @@ def test_too_few_eligible_traces_says_how_many_and_which_knob(run_dir, tiny_stud
         _select(run_dir, tiny_student_dir, "selection=human_stage1", "selection.num_examples=5")
     with pytest.raises(UserError, match="selection.strategy: 'best' is not one of paper, no_keywords, released"):
         _select(run_dir, tiny_student_dir, "selection.strategy=best")
+
+
+def test_diverse_order_picks_problems_least_like_those_already_chosen():
+    problems = {"a": "find the sum of the roots of the polynomial", "b": "find the sum of the roots of the cubic",
+                "c": "how many ways can six people sit at a round table", "d": "find the sum of the roots of x"}
+    order = select.most_diverse_first(["a", "b", "c", "d"], problems)
+    assert order[:2] == ["a", "c"]  # after a root-sum problem, the seating problem, not another root sum
+    assert sorted(order) == ["a", "b", "c", "d"]
+    assert select.most_diverse_first(["c", "a", "b", "d"], problems)[:2] == ["c", "a"]
+
+
+def test_diverse_order_through_the_stage(run_dir, tiny_student_dir):
+    rows = _select(run_dir, tiny_student_dir, "selection.problem_order=diverse")
+    assert len({r["id"] for r in rows}) == 3

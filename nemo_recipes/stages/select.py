@@ -4,8 +4,8 @@
 
 Strategy `paper`: keep traces whose final answer is correct (or incorrect, for the correctness ablation) and that
 ended on a stop string, count their tokens with the student's tokenizer, keep per problem the trace closest to
-`target_tokens`, then take `num_examples` problems in the `problem_order` (seeded random, or hardest first by the
-teacher's pass rate). Strategy `no_keywords` does the same, then removes the reflection cues ("Wait,", "Hmm",
+`target_tokens`, then take `num_examples` problems in the `problem_order` (seeded random, hardest first by the
+teacher's pass rate, or most diverse first by problem-text overlap). Strategy `no_keywords` does the same, then removes the reflection cues ("Wait,", "Hmm",
 "Alternatively", ...) from each chosen trace. Strategy `released` skips the teacher: it takes the dataset's own
 solutions of `solution_type` (human_stage1..4 or qwq_32b_preview) -- the data-source ablation.
 Writes `sft.jsonl` (`input`, `output`, `id`, `num_tokens`, `source`, ...) in the format NeMo-Skills fed
@@ -24,7 +24,7 @@ from nemo_recipes.io import atomic_write_text, read_jsonl, write_jsonl
 from nemo_recipes.models import local_model_dir, model_name
 
 STRATEGIES = ("paper", "no_keywords", "released")
-ORDERS = ("random", "hardest")
+ORDERS = ("random", "hardest", "diverse")
 REQUIRE = ("correct", "incorrect")
 # Reflection cues of long-CoT traces (the keyword ablation): the word and the punctuation and space after it.
 _REFLECTION = re.compile(r"\b(?:but wait|wait|hmm+|alternatively|let me double-check|let me verify)\b[,.!:]?[ \t]*",
@@ -82,7 +82,8 @@ def run(ctx) -> dict:
         raise UserError(
             f"selection: only {len(best)} of {num_problems} problems have {what}, but selection.num_examples="
             f"{sel.num_examples}; sample more (teacher_sampling.n) or lower selection.num_examples.")
-    chosen = _order(sorted(best), pass_rate, sel)[: sel.num_examples]
+    texts = {pid: records[0]["problem"] for pid, records in by_problem.items()}
+    chosen = _order(sorted(best), pass_rate, sel, texts)[: sel.num_examples]
     source = sel.solution_type if sel.strategy == "released" else model_name(cfg, "teacher")
     rows = [_sft_row(best[pid], source) for pid in chosen]
     if sel.strategy == "no_keywords":
@@ -121,12 +122,37 @@ def _count_tokens(records: list[dict], tokenizer_path: str, key: str = "generati
         record["num_tokens"] = len(ids)
 
 
-def _order(problem_ids: list[str], pass_rate: dict, sel) -> list[str]:
+def _order(problem_ids: list[str], pass_rate: dict, sel, problems: dict[str, str]) -> list[str]:
     if sel.problem_order == "hardest":
         return sorted(problem_ids, key=lambda pid: (pass_rate[pid], pid))
     shuffled = list(problem_ids)
     random.Random(sel.seed).shuffle(shuffled)
+    if sel.problem_order == "diverse":
+        return most_diverse_first(shuffled, problems)
     return shuffled
+
+
+def most_diverse_first(problem_ids: list[str], problems: dict[str, str]) -> list[str]:
+    """Greedy farthest-point order: each next problem is the one least like (word-trigram Jaccard) all before it.
+
+    Starts from the first id (callers pass them shuffled by the selection seed); ties keep the given order.
+    """
+    def trigrams(text: str) -> set:
+        words = text.lower().split()
+        return {tuple(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
+
+    grams = {pid: trigrams(problems[pid]) for pid in problem_ids}
+    order, rest = problem_ids[:1], list(problem_ids[1:])
+    nearest = {pid: 1.0 for pid in rest}  # distance to the closest chosen problem
+    while rest:
+        last = grams[order[-1]]
+        for pid in rest:
+            union = grams[pid] | last
+            nearest[pid] = min(nearest[pid], 1 - len(grams[pid] & last) / len(union) if union else 0.0)
+        chosen = max(rest, key=lambda pid: nearest[pid])  # max keeps the first of equals
+        order.append(chosen)
+        rest.remove(chosen)
+    return order
 
 
 def _sft_row(record: dict, source: str) -> dict:
