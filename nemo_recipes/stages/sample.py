@@ -30,17 +30,18 @@ def run(ctx) -> dict:
     problems, requests, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    done = sum(_chunk_path(chunk_dir, c).exists() for c in range(len(chunks)))
+    done = _done_chunks(chunk_dir)
     if done:
-        ctx.log(f"{done} of {len(chunks)} chunks already done")
-    todo = [c for c in _my_chunks(sampling, len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
+        ctx.log(f"{len(done)} of {len(chunks)} chunks already done")
+    todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
     replicas = _replica_groups(ctx.cfg, role, sampling)
     if todo and len(replicas) > 1:
         _run_replicas(ctx, replicas)
     elif todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 
-    missing = [c for c in range(len(chunks)) if not _chunk_path(chunk_dir, c).exists()]
+    done = _done_chunks(chunk_dir)
+    missing = [c for c in range(len(chunks)) if c not in done]
     if missing:
         raise UserError(f"shard {sampling.shard} of {sampling.num_shards} is done but {len(missing)} chunks of other "
                         f"shards are missing in {chunk_dir}; run the remaining shards, then run once more without "
@@ -118,6 +119,11 @@ def _chunk_path(chunk_dir, index: int):
     return chunk_dir / f"chunk_{index:05d}.jsonl"
 
 
+def _done_chunks(chunk_dir) -> set[int]:
+    """Indices of the chunk files on disk: each was written atomically, so present means complete."""
+    return {int(path.stem.split("_")[1]) for path in chunk_dir.glob("chunk_*.jsonl")} if chunk_dir.is_dir() else set()
+
+
 def sample_seed(base_seed: int, request_index: int) -> int:
     """A seed per sample that depends only on the base seed and the request's position, never on sharding.
 
@@ -170,8 +176,8 @@ def generate_replica(ctx, replica: int, replicas: int) -> None:
     sampling = _sampling(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
-    mine = [c for c in replica_chunks(_my_chunks(sampling, len(chunks)), replica, replicas)
-            if not _chunk_path(chunk_dir, c).exists()]
+    done = _done_chunks(chunk_dir)
+    mine = [c for c in replica_chunks(_my_chunks(sampling, len(chunks)), replica, replicas) if c not in done]
     if mine:
         _generate_chunks(ctx, role, sampling, chunks, mine, chunk_dir)
 
