@@ -151,7 +151,7 @@ def test_hub_loader_gathers_the_cards_rows_into_one_problem_with_its_released_so
     run_pipeline(compose_config([f"run_dir={tmp_path}/run", "experiment=main", "stages=[prepare]",
                                  f"benchmark.local_path={COMP_MATH}"]))
     assert calls == [(("nvidia/Nemotron-Math-HumanReasoning",),
-                      {"revision": "main", "split": "train", "cache_dir": calls[0][1]["cache_dir"]})]
+                      {"revision": "f7777aced9732aa133796bdcfafa2dfa2b1de8e7", "split": "train", "cache_dir": calls[0][1]["cache_dir"]})]
     problems = [json.loads(line) for line in (tmp_path / "run" / "prepare" / "problems.jsonl").open()]
     assert [p["id"] for p in problems] == ["nemotron-math-humanreasoning-0000", "nemotron-math-humanreasoning-0001",
                                           "nemotron-math-humanreasoning-0002"]
