@@ -6,3 +6,15 @@ class UserError(Exception):
 
     The CLI prints it without a traceback and exits with status 2; stages raise it for anything the user can fix.
     """
+
+    exit_code = 2
+
+
+class RequirementsNotMet(UserError):
+    """The plan needs what this machine does not have (GPUs, disk, models on local disk); nothing was started."""
+
+    exit_code = 3
+
+    def __init__(self, what: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{what} cannot start on this machine: " + " ".join(problems))

@@ -33,8 +33,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from nemo_recipes.errors import UserError
+from nemo_recipes.errors import RequirementsNotMet, UserError
 from nemo_recipes.io import read_json, sha256_file, write_json
+from nemo_recipes.models import model_path
+from nemo_recipes.resources import Estimate, estimate, size_text, total, unmet_requirements
 
 MANIFEST = "manifest.json"
 # Files bigger than this are fingerprinted by size and mtime instead of content (a 32B checkpoint is ~65 GB).
@@ -58,21 +60,23 @@ class Stage:
 
 def stage_graph(cfg) -> list[Stage]:
     """Every stage of the experiment, in an order where each stage comes after the stages it needs."""
+    trains = "sft" in cfg.evaluate  # without it the run only evaluates models (e.g. the paper's baseline)
     released = cfg.selection.strategy == "released"  # the dataset's own solutions: no teacher to sample
     stages = [Stage("prepare", "prepare", (), ("problems", "benchmark"))]
-    if not released:
+    if trains and not released:
         stages += [
             Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
                   ("teacher_sampling.shard",)),
             Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
         ]
-    stages += [
-        Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
-              ("selection", "student.path", "student.source")),
-        Stage("pack", "pack", ("select",),
-              ("sft.pack_size", "sft.packing_algorithm", "student.path", "student.source", "student.parallel.cp")),
-        Stage("sft", "sft", ("pack",), ("sft", "student")),
-    ]
+    if trains:
+        stages += [
+            Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
+                  ("selection", "student.path", "student.source")),
+            Stage("pack", "pack", ("select",),
+                  ("sft.pack_size", "sft.packing_algorithm", "student.path", "student.source", "student.parallel.cp")),
+            Stage("sft", "sft", ("pack",), ("sft", "student")),
+        ]
     grades = []
     for role in cfg.evaluate:
         if role not in ("base", "sft", "teacher"):
@@ -85,7 +89,7 @@ def stage_graph(cfg) -> list[Stage]:
                             (("source", f"sample_{role}"),)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
-    stages.append(Stage("report", "report", ("metrics", "select", "sft"), ("report", "paper")))
+    stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",), ("report",)))
     return stages
 
 
@@ -118,10 +122,15 @@ class StageContext:
 def run_pipeline(cfg, argv: list[str] | None = None) -> None:
     """Run (or, with cfg.dry_run, plan) the selected stages under the run-folder lock."""
     run_dir = Path(cfg.run_dir)
-    stages = _selected(cfg)
+    stages = selected_stages(cfg)
     if cfg.dry_run:
-        print_plan(cfg, stages)
+        print_plan(cfg, stages, argv)
         return
+    try:
+        check_requirements(cfg, stages)
+    except RequirementsNotMet:
+        print_plan(cfg, stages, argv)  # show what was asked for before saying why it cannot start
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
         for stage in stages:
@@ -130,7 +139,7 @@ def run_pipeline(cfg, argv: list[str] | None = None) -> None:
     print(f"done: {run_dir}" + (f"; report: {report}" if report.exists() else ""), flush=True)
 
 
-def _selected(cfg) -> list[Stage]:
+def selected_stages(cfg) -> list[Stage]:
     graph = stage_graph(cfg)
     names = [s.name for s in graph]
     if cfg.stages is None:
@@ -192,17 +201,48 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
     ctx.log(f"complete in {manifest['seconds']:.1f} s")
 
 
-def print_plan(cfg, stages: list[Stage]) -> None:
-    """The dry run: every stage with its state and what it would do, without importing torch or touching files."""
+def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None) -> Estimate:
+    """The dry run: every stage with its state, what it would do and what it costs, without importing torch or
+    touching files. `argv` are the run's overrides, for the commands a stage would start. Returns the total cost of
+    the stages still to run."""
     run_dir = Path(cfg.run_dir)
     print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
     for number, stage in enumerate(stages, start=1):
-        ctx = StageContext(cfg, stage, run_dir, progress=False)
-        print(f"\n{number:>2}. {stage.name:<15} [{_state(cfg, stage, run_dir)}]"
-              + (f"  needs: {', '.join(stage.needs)}" if stage.needs else ""))
+        ctx = StageContext(cfg, stage, run_dir, progress=False, argv=[a for a in argv or [] if a != "dry_run=true"])
+        state = _state(cfg, stage, run_dir)
+        print(f"\n{number:>2}. {stage.name:<15} [{state}]" + (f"  needs: {', '.join(stage.needs)}" if stage.needs else ""))
         module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
         for line in module.plan(ctx):
             print(f"      {line}")
+        if not state.startswith("complete"):
+            print(f"      {stage_estimate(ctx).line()}")
+    needs = pending_needs(cfg, stages)
+    models = ", ".join(str(model_path(cfg, role, build=False)) for role in needs.models) or "none"
+    print(f"\nstill to run: ~{needs.gpu_hours:,.1f} GPU-hours (up to {needs.gpus} GPUs at once), "
+          f"~{size_text(needs.disk_gb)} of disk; models read from local disk: {models}")
+    return needs
+
+
+def stage_estimate(ctx: StageContext) -> Estimate:
+    from nemo_recipes.stages.sample import planned_problems
+
+    stage = ctx.stage
+    role = stage.param("role") or str(stage.param("source", "")).removeprefix("sample_") or None
+    return estimate(ctx.cfg, stage, planned_problems(ctx, role) if role else None)
+
+
+def pending_needs(cfg, stages: list[Stage]) -> Estimate:
+    """The summed cost of the stages that are not complete yet."""
+    run_dir = Path(cfg.run_dir)
+    return total([stage_estimate(StageContext(cfg, stage, run_dir, progress=False)) for stage in stages
+                  if not _state(cfg, stage, run_dir).startswith("complete")])
+
+
+def check_requirements(cfg, stages: list[Stage]) -> None:
+    """Refuse, before anything starts, when the pending stages need GPUs, disk or models this machine lacks."""
+    problems = unmet_requirements(cfg, pending_needs(cfg, stages))
+    if problems:
+        raise RequirementsNotMet(f"experiment {cfg.experiment_name}", problems)
 
 
 def _state(cfg, stage: Stage, run_dir: Path) -> str:

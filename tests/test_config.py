@@ -95,5 +95,8 @@ def test_help_and_dry_run_do_not_import_torch(tmp_path):
     assert first == "[]"
     assert "train_gpt_sft.py" in plan and "convert_qwen2_hf_to_nemo.py" in plan
     assert "512 = 25600 samples, ~153.60M tokens" in plan  # 50 seed problems x 512 teacher samples x 6000 tokens
-    assert "~43 GPU-hours at 2000 tokens/s per replica of 2 GPU(s)" in plan
+    # 153.6M tokens / 2000 tokens/s per 2-GPU replica = 42.7 GPU-hours; the 4 replicas fill the node's 8 GPUs
+    assert "cost: ~42.7 GPU-hours on 8 GPU(s), ~1.5 GB disk (153.6M tokens at 2000 tokens/s per 2-GPU replica" in plan
+    assert "vllm.LLM(model='Qwen/QwQ-32B-Preview', tensor_parallel_size=2, enable_prefix_caching=True" in plan
+    assert "-m nemo_recipes.generation.replicas experiment=main" in plan
     assert not (tmp_path / "main").exists()  # a dry run writes nothing

@@ -3,6 +3,8 @@ sampling stage's chunk seeds and shards."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -86,8 +88,9 @@ def test_vllm_replicas_split_a_node_into_gpu_groups_and_the_chunks_between_them(
     node_chunks = [0, 2, 4, 6, 8, 10, 12]  # shard 0 of 2
     shares = [replica_chunks(node_chunks, r, 3) for r in range(3)]
     assert sorted(c for share in shares for c in share) == node_chunks and shares[0] == [0, 6, 12]
-    command = worker_command(["experiment=main", "teacher_sampling.n=8"], "sample_teacher", 1, 4)
-    assert command[1:] == ["-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
+    command = worker_command("/opt/vllm-venv/bin/python", ["experiment=main", "teacher_sampling.n=8"],
+                             "sample_teacher", 1, 4)
+    assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
                            "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
 
 
@@ -98,15 +101,23 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import sample
 
-    cfg = compose_config([f"run_dir={tmp_path}", "experiment=main", "cluster.gpus_per_node=8"])
+    # vLLM runs in its own virtualenv: a python other than this one (here the system's python3 stands in for it).
+    other_python = shutil.which("python3")
+    cfg = compose_config([f"run_dir={tmp_path}", "experiment=main", "cluster.gpus_per_node=8",
+                          f"cluster.vllm_python={other_python}"])
     stage = next(s for s in stage_graph(cfg) if s.name == "sample_teacher")
     ctx = StageContext(cfg, stage, tmp_path, progress=False, argv=["experiment=main"])
     assert sample._replica_groups(cfg, "teacher", cfg.teacher_sampling) == ["0,1", "2,3", "4,5", "6,7"]
     assert sample._replica_groups(cfg, "teacher", compose_config(["experiment=demo"]).teacher_sampling) == [""]
+    # One GPU group is still a worker process: the pipeline's own python may not have vLLM.
+    one_node = compose_config(["experiment=main", "cluster.gpus_per_node=2"])
+    assert sample._replica_groups(one_node, "teacher", one_node.teacher_sampling) == ["0,1"]
+    monkeypatch.setenv("PYTHONPATH", "/opt/NeMo")
     started = []
 
     class FakeProcess:
         def __init__(self, command, env, stdout, stderr):
+            assert command[0] == other_python and "PYTHONPATH" not in env
             started.append((command, env["CUDA_VISIBLE_DEVICES"]))
             self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
 
@@ -119,5 +130,8 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
         sample._run_replicas(ctx, sample._replica_groups(cfg, "teacher", cfg.teacher_sampling))
     assert [gpus for _, gpus in started] == ["0,1", "2,3", "4,5", "6,7"]
     assert [command[-3] for command, _ in started] == ["0", "1", "2", "3"]
+    missing = compose_config(["experiment=main", "cluster.vllm_python=/opt/no-such-venv/bin/python"])
+    with pytest.raises(UserError, match="cluster.vllm_python=/opt/no-such-venv/bin/python is not an executable"):
+        sample._vllm_python(missing)
     assert ctx.commands[0][2:] == ["nemo_recipes.generation.replicas", "experiment=main", "--stage", "sample_teacher",
                                    "--replica", "0", "--replicas", "4"]

@@ -1,9 +1,12 @@
 """Data-parallel vLLM on one node: one process per group of `tensor_parallel_size` GPUs, each owning every
 replicas-th of the node's chunks.
 
-    python -m nemo_recipes.generation.replicas <the run's overrides> --stage sample_teacher --replica 0 --replicas 4
+    /opt/vllm-venv/bin/python -m nemo_recipes.generation.replicas <the run's overrides> --stage sample_teacher \
+        --replica 0 --replicas 4
 
-The sample stage starts these workers itself (CUDA_VISIBLE_DEVICES set per group) and merges their chunk files;
+The sample stage starts these workers itself, even for one replica, with the interpreter of the environment vLLM
+lives in (`cluster.vllm_python`; vLLM's torch pin differs from NeMo's, so they never share one) and
+CUDA_VISIBLE_DEVICES set per group, and merges their chunk files;
 a worker runs no other stage and takes no run lock -- the stage that started it holds it.
 """
 
@@ -29,8 +32,9 @@ def replica_chunks(node_chunks: list[int], replica: int, replicas: int) -> list[
     return node_chunks[replica::replicas]
 
 
-def worker_command(argv: list[str], stage_name: str, replica: int, replicas: int) -> list[str]:
-    return [sys.executable, "-m", "nemo_recipes.generation.replicas", *argv, "--stage", stage_name,
+def worker_command(python: str, argv: list[str], stage_name: str, replica: int, replicas: int) -> list[str]:
+    """A replica worker run by `python`: in our image the vLLM virtualenv's interpreter (cluster.vllm_python)."""
+    return [python, "-m", "nemo_recipes.generation.replicas", *argv, "--stage", stage_name,
             "--replica", str(replica), "--replicas", str(replicas)]
 
 

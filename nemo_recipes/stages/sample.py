@@ -34,9 +34,8 @@ def run(ctx) -> dict:
     if done:
         ctx.log(f"{len(done)} of {len(chunks)} chunks already done")
     todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
-    replicas = _replica_groups(ctx.cfg, role, sampling)
-    if todo and len(replicas) > 1:
-        _run_replicas(ctx, replicas)
+    if todo and sampling.backend == "vllm":
+        _run_replicas(ctx, _replica_groups(ctx.cfg, role, sampling))
     elif todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 
@@ -63,8 +62,7 @@ def plan(ctx) -> list[str]:
     role = ctx.stage.param("role")
     cfg = ctx.cfg
     sampling = _sampling(cfg, role)
-    spec = cfg.problems if role == "teacher" else cfg.benchmark
-    num = _known_size(ctx, role, spec)
+    num = planned_problems(ctx, role)
     samples = f"{num} problems x {sampling.n} = {num * sampling.n} samples" if num else f"? problems x {sampling.n}"
     tokens = f"~{num * sampling.n * sampling.expected_tokens / 1e6:.2f}M tokens" if num else "tokens: ?"
     lines = [
@@ -74,12 +72,31 @@ def plan(ctx) -> list[str]:
         f"{samples}, {tokens} (at sampling.expected_tokens={sampling.expected_tokens}), "
         f"chunks of {sampling.chunk_size}, shards {sampling.num_shards}",
     ]
-    if num and sampling.backend == "vllm":
-        tp = model_config(cfg, role).generation_tp
-        hours = num * sampling.n * sampling.expected_tokens / sampling.throughput_tokens_per_s / 3600 * tp
-        lines.append(f"~{hours:.0f} GPU-hours at {sampling.throughput_tokens_per_s} tokens/s per replica of {tp} GPU(s) "
-                     f"(sampling.throughput_tokens_per_s, an assumption)")
+    if sampling.backend == "vllm":
+        lines += _vllm_plan(ctx, role, sampling)
     return lines
+
+
+def _vllm_plan(ctx, role: str, sampling) -> list[str]:
+    """The exact engine, request and worker commands the stage will use (generation/vllm.py builds the same)."""
+    import sys
+
+    from nemo_recipes.generation.replicas import worker_command
+    from nemo_recipes.generation.vllm import engine_kwargs, sampling_params_kwargs
+
+    model = model_config(ctx.cfg, role)
+    groups = _replica_groups(ctx.cfg, role, sampling)
+    engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code)
+    params = {**sampling_params_kwargs(sampling, 0), "seed": "<per sample>"}
+    python = ctx.cfg.cluster.vllm_python or sys.executable
+    return [f"vllm.LLM({_kwargs(engine)}) x {len(groups)} replica(s), CUDA_VISIBLE_DEVICES {' | '.join(groups)}",
+            f"vllm.SamplingParams({_kwargs(params)})",
+            "$ " + " ".join(worker_command(python, ctx.argv, ctx.stage.name, 0, len(groups)))
+            + (f"   (and --replica 1..{len(groups) - 1})" if len(groups) > 1 else "")]
+
+
+def _kwargs(values: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in values.items())
 
 
 def _chunked_requests(ctx, role: str, sampling):
@@ -98,7 +115,9 @@ def _problems_file(ctx, role: str):
     return ctx.input_dir("prepare") / ("problems.jsonl" if role == "teacher" else "benchmark.jsonl")
 
 
-def _known_size(ctx, role: str, spec) -> int | None:
+def planned_problems(ctx, role: str) -> int | None:
+    """How many problems the role samples: counted when prepare has run, else the configured or known size."""
+    spec = ctx.cfg.problems if role == "teacher" else ctx.cfg.benchmark
     path = _problems_file(ctx, role)
     if path.exists():
         return sum(1 for _ in open(path, encoding="utf-8"))
@@ -133,29 +152,47 @@ def sample_seed(base_seed: int, request_index: int) -> int:
 
 
 def _replica_groups(cfg, role: str, sampling) -> list[str]:
-    """GPU groups of the vLLM replicas on this node; one group (this process) for hf or a single replica."""
-    if sampling.backend != "vllm" or cfg.cluster.gpus_per_node <= model_config(cfg, role).generation_tp:
+    """GPU groups of the vLLM workers on this node; [""] for the hf backend, which generates in this process."""
+    if sampling.backend != "vllm":
         return [""]
     from nemo_recipes.generation.replicas import gpu_groups
 
-    return gpu_groups(cfg.cluster.gpus_per_node, model_config(cfg, role).generation_tp)
+    tp = model_config(cfg, role).generation_tp
+    return gpu_groups(max(int(cfg.cluster.gpus_per_node), tp), tp)
+
+
+def _vllm_python(cfg) -> str:
+    """The interpreter of the environment vLLM is installed in (null: this one)."""
+    import shutil
+    import sys
+
+    python = cfg.cluster.vllm_python or sys.executable
+    if not shutil.which(python):
+        raise UserError(f"cluster.vllm_python={python} is not an executable; point it at the python of the "
+                        f"virtualenv that has vLLM (our image: /opt/vllm-venv/bin/python), or set it to null to "
+                        f"run vLLM with this python.")
+    return python
 
 
 def _run_replicas(ctx, groups: list[str]) -> None:
     """One worker process per GPU group, each generating its share of the chunks; logs in the stage folder."""
     import os
     import subprocess
+    import sys
 
     from nemo_recipes.generation.replicas import worker_command
 
+    python = _vllm_python(ctx.cfg)
     logs = ctx.dir / "logs"
     logs.mkdir(exist_ok=True)
     workers = []
     for replica, gpus in enumerate(groups):
-        command = worker_command(ctx.argv, ctx.stage.name, replica, len(groups))
+        command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
         ctx.record_command(command)
         log = open(logs / f"replica_{replica}.log", "a")
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+        if python != sys.executable:  # the NGC image's PYTHONPATH points at NeMo's sources: not for vLLM's venv
+            env.pop("PYTHONPATH", None)
         workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
     failed = []
@@ -189,7 +226,9 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
 
     cfg = ctx.cfg
     path = model_path(cfg, role)
-    options = {"tensor_parallel_size": model_config(cfg, role).generation_tp} if sampling.backend == "vllm" else {}
+    model = model_config(cfg, role)
+    options = ({"tensor_parallel_size": model.generation_tp, "trust_remote_code": bool(model.trust_remote_code)}
+               if sampling.backend == "vllm" else {})
     ctx.log(f"loading {model_name(cfg, role)} from {path} ({sampling.backend})")
     generator = open_backend(sampling.backend, path, sampling, **options)
     sampling_record = {key: sampling[key] for key in _SAMPLING_RECORD_KEYS}

@@ -1,0 +1,175 @@
+"""What a plan needs -- GPUs, GPU-hours, disk, models on local disk -- and whether this machine has it.
+
+Every figure is an estimate from stated inputs, printed next to it: model sizes (conf/model `num_params_b`), token
+counts (samples x `expected_tokens`; SFT steps x global batch x pack size) and throughput assumptions
+(`throughput_tokens_per_s` of one vLLM replica; `cluster.gpu_bf16_tflops` x `cluster.assumed_mfu` for training).
+No torch, no hub client: this runs in the dry run, which must stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+from pathlib import Path
+
+GB = 1e9
+# A generation record: ~4 bytes per token of text plus the repeated problem, sampling and bookkeeping fields.
+JSONL_BYTES_PER_TOKEN = 4.5
+JSONL_BYTES_PER_RECORD = 1500
+# Megatron checkpoint with distributed Adam: bf16 weights (2) + fp32 master weights and two moments (12).
+CHECKPOINT_BYTES_PER_PARAM = 14
+BF16_BYTES_PER_PARAM = 2
+
+
+@dataclasses.dataclass
+class Estimate:
+    gpus: int = 0                 # GPUs the stage holds at once on a node (0: CPU only)
+    gpu_hours: float = 0.0
+    disk_gb: float = 0.0          # what the stage writes under the run folder
+    models: tuple[str, ...] = ()  # roles whose weights must be on local disk before it starts
+    basis: str = ""               # the assumption behind gpu_hours
+
+    def line(self) -> str:
+        parts = [f"~{self.gpu_hours:,.1f} GPU-hours on {self.gpus} GPU(s)" if self.gpus else "CPU only",
+                 f"~{size_text(self.disk_gb)} disk"]
+        return "cost: " + ", ".join(parts) + (f" ({self.basis})" if self.basis else "")
+
+
+def estimate(cfg, stage, num_problems: int | None) -> Estimate:
+    """The cost of one stage of `cfg`'s experiment; `num_problems` is the size of the set it samples, if known."""
+    kind = stage.module
+    if kind == "sample":
+        return _sampling(cfg, stage.param("role"), num_problems)
+    if kind == "grade":
+        sampling = cfg.teacher_sampling if stage.name == "grade_teacher" else cfg.eval_sampling
+        samples = (num_problems or 0) * sampling.n
+        return Estimate(disk_gb=samples * (sampling.expected_tokens * JSONL_BYTES_PER_TOKEN + JSONL_BYTES_PER_RECORD) / GB)
+    if kind == "sft":
+        return _training(cfg)
+    return Estimate(disk_gb=0.01)
+
+
+def _sampling(cfg, role: str, num_problems: int | None) -> Estimate:
+    from nemo_recipes.models import model_config
+
+    sampling = cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
+    model = model_config(cfg, role)
+    samples = (num_problems or 0) * sampling.n
+    tokens = samples * sampling.expected_tokens
+    # chunk files plus the merged generations.jsonl: twice the records
+    disk = 2 * samples * (sampling.expected_tokens * JSONL_BYTES_PER_TOKEN + JSONL_BYTES_PER_RECORD) / GB
+    models = () if role == "sft" else (role,)
+    if model.source == "toy":
+        return Estimate(disk_gb=disk, models=models, basis="toy model on CPU")
+    tp = model.generation_tp if sampling.backend == "vllm" else 1
+    gpus = max(tp, int(cfg.cluster.gpus_per_node)) if sampling.backend == "vllm" else 1
+    hours = tokens / sampling.throughput_tokens_per_s / 3600 * tp
+    basis = (f"{tokens / 1e6:,.1f}M tokens at {sampling.throughput_tokens_per_s} tokens/s per {tp}-GPU replica, "
+             f"`throughput_tokens_per_s`, an assumption")
+    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=disk, models=models, basis=basis)
+
+
+def _training(cfg) -> Estimate:
+    sft, student, cluster = cfg.sft, cfg.student, cfg.cluster
+    params = float(student.num_params_b) * 1e9
+    if student.source == "toy" or (sft.backend == "torch_reference" and int(cluster.gpus_per_node) == 0):
+        return Estimate(disk_gb=params * 16 / GB + 0.01, models=("base",), basis="reference trainer on CPU")
+    tokens = sft.max_steps * sft.global_batch_size * sft.pack_size
+    flops = 6 * params * tokens  # forward + backward of a dense decoder; attention stays within each packed sample
+    hours = flops / (cluster.gpu_bf16_tflops * 1e12 * cluster.assumed_mfu) / 3600
+    checkpoints = min(5, math.ceil(sft.max_steps / sft.save_interval)) + 1  # save_top_k 5, plus the -last copy
+    # base .nemo + checkpoints + final .nemo + the HF export and the converter's intermediate weights file
+    disk = params * (BF16_BYTES_PER_PARAM * 4 + CHECKPOINT_BYTES_PER_PARAM * checkpoints) / GB
+    gpus = int(cluster.nodes) * int(cluster.gpus_per_node) if sft.backend == "nemo_aligner" else 1
+    basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens ({sft.max_steps} steps x "
+             f"{sft.global_batch_size} packs x {sft.pack_size}) at {cluster.assumed_mfu:.0%} of "
+             f"{cluster.gpu_bf16_tflops} TFLOP/s, `cluster.assumed_mfu`, an assumption; {checkpoints} checkpoints")
+    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=disk, models=("base",), basis=basis)
+
+
+def total(estimates: list[Estimate]) -> Estimate:
+    return Estimate(gpus=max((e.gpus for e in estimates), default=0),
+                    gpu_hours=sum(e.gpu_hours for e in estimates),
+                    disk_gb=sum(e.disk_gb for e in estimates),
+                    models=tuple(dict.fromkeys(m for e in estimates for m in e.models)))
+
+
+def size_text(gb: float) -> str:
+    return f"{gb / 1000:,.2f} TB" if gb >= 1000 else f"{gb:,.1f} GB" if gb >= 0.1 else f"{gb * 1000:,.0f} MB"
+
+
+def unmet_requirements(cfg, needs: Estimate, *, hardware: bool = True, models: bool = True,
+                       visible_gpus: int | None = None) -> list[str]:
+    """One sentence per requirement of the pending stages that this machine does not meet (empty: go).
+
+    hardware: GPUs on this node and free disk under the run folder; models: the weights the stages read are on
+    local disk (unless cluster.allow_downloads)."""
+    problems = []
+    if hardware:
+        problems += _unmet_hardware(cfg, needs, visible_gpus)
+    if models and not cfg.cluster.allow_downloads:
+        problems += [problem for role in needs.models if (problem := _missing_model(cfg, role))]
+    return problems
+
+
+def _unmet_hardware(cfg, needs: Estimate, visible_gpus: int | None) -> list[str]:
+    problems = []
+    if needs.gpus and cfg.cluster.launcher == "local":  # under Slurm the allocation is the scheduler's business
+        if visible_gpus is None:
+            visible_gpus = count_visible_gpus()
+        if visible_gpus < needs.gpus:
+            problems.append(f"the plan needs {needs.gpus} GPUs on this node (cluster.gpus_per_node="
+                            f"{cfg.cluster.gpus_per_node}) but nvidia-smi lists {visible_gpus}.")
+    free = free_disk_gb(Path(cfg.runs_root))
+    if free < needs.disk_gb:
+        problems.append(f"the pending stages write ~{size_text(needs.disk_gb)} under {cfg.runs_root} but its file system "
+                        f"has {size_text(free)} free; free space or set runs_root to a bigger disk.")
+    return problems
+
+
+def count_visible_gpus() -> int:
+    """GPUs that `nvidia-smi -L` lists; 0 without the driver. No torch import: this runs before every job."""
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+
+
+def free_disk_gb(path: Path) -> float:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free / GB
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def _missing_model(cfg, role: str) -> str | None:
+    from nemo_recipes.models import model_config
+
+    model = model_config(cfg, role)
+    key = "teacher" if role == "teacher" else "student"
+    if model.source == "local" and not (Path(model.path) / "config.json").is_file():
+        return f"{key}.path={model.path} has no config.json; point it at a Hugging Face model folder."
+    if model.source != "hub":
+        return None
+    snapshots = hub_cache_dir() / f"models--{model.path.replace('/', '--')}" / "snapshots"
+    wanted = [snapshots / model.revision] if model.revision else list(snapshots.glob("*")) if snapshots.is_dir() else []
+    if any((folder / "config.json").is_file() for folder in wanted):
+        return None
+    size = f" (~{size_text(float(model.num_params_b) * BF16_BYTES_PER_PARAM)})" if model.get("num_params_b") else ""
+    revision = f" --revision {model.revision}" if model.revision else ""
+    return (f"{model.path} ({key}) is not in the Hugging Face cache {hub_cache_dir()}: download it first with "
+            f"`huggingface-cli download {model.path}{revision}`{size}, set {key}.path to a local folder with "
+            f"{key}.source=local, or allow downloads with cluster.allow_downloads=true.")
