@@ -189,6 +189,7 @@ def _block(problems: list[list[dict]], *, k, tie_rule, bootstrap, seed, equivale
     successes = correct.sum(axis=1).astype(int)
     for j in _powers_of_two_below(k):
         block[f"pass@{j}"] = round(100.0 * float(np.mean([pass_at_k(k, int(c), j) for c in successes])), 4)
+    block["curve"] = _curve(correct, answers, successes, k=k, tie_rule=tie_rule)
     samples = [sample for problem in problems for sample in problem]
     statuses = [sample.get("grade_status") for sample in samples]
     block.update(
@@ -201,6 +202,21 @@ def _block(problems: list[list[dict]], *, k, tie_rule, bootstrap, seed, equivale
     )
     block.update(_length_stats(samples))
     return block
+
+
+def _curve(correct: np.ndarray, answers: list[list], successes: np.ndarray, *, k: int, tie_rule: str) -> list[dict]:
+    """pass@1, maj@j and pass@j for j = 1, 2, 4, ... and k, as NeMo-Skills reports them: pass@1[avg-of-j] and maj@j
+    over each problem's first j samples, pass@j unbiased from all k."""
+    points = []
+    for j in [1, *_powers_of_two_below(k), k] if k > 1 else [1]:
+        majority = [majority_vote(a[:j], c[:j], tie_rule=tie_rule)[0] for a, c in zip(answers, correct.astype(bool))]
+        points.append({
+            "k": j,
+            "pass@1": round(100.0 * float(correct[:, :j].mean()), 4),
+            "maj": round(100.0 * float(np.mean(majority)), 4),
+            "pass": round(100.0 * float(np.mean([pass_at_k(k, int(c), j) for c in successes])), 4),
+        })
+    return points
 
 
 def _powers_of_two_below(k: int) -> list[int]:

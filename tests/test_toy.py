@@ -7,7 +7,15 @@ import re
 
 import pytest
 
-from nemo_recipes.data.prompts import chatml, generic_math_prompt, qwq_prompt
+from nemo_recipes.data.prompts import (
+    GENERIC_MATH_INSTRUCTION,
+    QWEN_MATH_COT_SYSTEM_PROMPT,
+    QWQ_SYSTEM_PROMPT,
+    chatml,
+    generic_math_prompt,
+    qwen_math_cot_prompt,
+    qwq_prompt,
+)
 from nemo_recipes.toy import corpus
 from nemo_recipes.toy.task import MAX_VALUE, make_problems, reasoning_trace, scratchpad, steps
 
@@ -60,9 +68,10 @@ def test_tokenizer_is_qwen_shaped(toy_tokenizer):
 
 def test_chat_template_renders_our_prompts_byte_for_byte(toy_tokenizer):
     problem = "What is 3 + 4 - 2?"
-    for system, rendered in (("", generic_math_prompt(problem)), (None, qwq_prompt(problem))):
-        user = rendered.split("user\n", 1)[1].split("<|im_end|>")[0]
-        system = rendered.split("system\n", 1)[1].split("<|im_end|>")[0] if system is None else system
+    instruction = GENERIC_MATH_INSTRUCTION.format(problem=problem)
+    for system, user, rendered in (("", instruction, generic_math_prompt(problem)),
+                                   (QWQ_SYSTEM_PROMPT, problem, qwq_prompt(problem)),
+                                   (QWEN_MATH_COT_SYSTEM_PROMPT, problem, qwen_math_cot_prompt(problem))):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         assert toy_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == rendered
     assert chatml("", "hi") == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

@@ -17,6 +17,9 @@ GENERIC_MATH_INSTRUCTION = (
     "Solve the following math problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{problem}"
 )
 
+# Qwen2.5-Math-Instruct's chain-of-thought system prompt (its model card), for evaluating that model as a baseline.
+QWEN_MATH_COT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -38,12 +41,17 @@ def generic_math_prompt(problem: str) -> str:
     return chatml("", GENERIC_MATH_INSTRUCTION.format(problem=problem))
 
 
+def qwen_math_cot_prompt(problem: str) -> str:
+    """Qwen2.5-Math-Instruct's own CoT prompt: its system prompt, the bare problem as the user turn."""
+    return chatml(QWEN_MATH_COT_SYSTEM_PROMPT, problem)
+
+
 def assistant_response(solution: str) -> str:
     """The SFT `output` field: the solution closed by <|im_end|>, trained as text (add_eos=False)."""
     return f"{solution}{IM_END}\n"
 
 
-PROMPTS = {"qwq": qwq_prompt, "generic_math": generic_math_prompt}
+PROMPTS = {"qwq": qwq_prompt, "generic_math": generic_math_prompt, "qwen_math_cot": qwen_math_cot_prompt}
 
 
 def render_prompt(name: str, problem: str) -> str:

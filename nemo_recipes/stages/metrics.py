@@ -2,7 +2,8 @@
 
     python -m nemo_recipes experiment=demo stages=[metrics] metrics.tie_rule=average
 
-Writes `metrics.json`: {role: {"model": name, "metrics": compute_metrics(...)}}.
+Writes `metrics.json`: {role: {"model": name, "metrics": compute_metrics(...)}}, and `lengths.json`: {role:
+{"correct": [tokens...], "incorrect": [tokens...]}}, the generation lengths the report plots.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ def run(ctx) -> dict:
     from nemo_recipes.metrics import compute_metrics
 
     cfg = ctx.cfg
-    results = {}
+    results, lengths = {}, {}
     for role in cfg.evaluate:
         graded = read_jsonl(ctx.input_dir(f"grade_{role}") / "graded.jsonl", required_keys=("id", "correct"))
         metrics = compute_metrics(graded, subset_key="subset", tie_rule=cfg.metrics.tie_rule,
                                   bootstrap=cfg.metrics.bootstrap, seed=cfg.metrics.seed)
         results[role] = {"model": model_name(cfg, role), "metrics": metrics}
+        lengths[role] = {verdict: [r["num_generated_tokens"] for r in graded
+                                   if (r["correct"] is True) == (verdict == "correct") and "num_generated_tokens" in r]
+                         for verdict in ("correct", "incorrect")}
         overall, k = metrics["overall"], metrics["k"]
         ctx.log(f"{results[role]['model']}: pass@1 {overall['pass@1']:.2f}, maj@{k} {overall[f'maj@{k}']:.2f}")
     write_json(ctx.dir / "metrics.json", results)
+    write_json(ctx.dir / "lengths.json", lengths)
     return {role: {key: r["metrics"]["overall"][key] for key in ("pass@1", f"maj@{r['metrics']['k']}")}
             for role, r in results.items()}
 

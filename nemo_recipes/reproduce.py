@@ -1,0 +1,143 @@
+"""Run one paper table: every run its reproduce/ entry names, then the table's report beside the paper's figures.
+
+    python -m nemo_recipes.reproduce main dry_run=true          # make reproduce-main ARGS="dry_run=true"
+    python -m nemo_recipes.reproduce ablation-scale              # make ablation-scale (a GPU node)
+    python -m nemo_recipes.reproduce --report main ablation-source   # make report: render from what has run
+    python -m nemo_recipes.reproduce --list
+
+Overrides after the target apply to every run of it (e.g. `eval_sampling.n=16 runs_root=/scratch/runs`). The plan of
+every run is printed first, with the target's total GPU-hours and disk; a run that this machine cannot serve (GPUs,
+disk, models on local disk) is refused before anything starts, and runs that are complete are skipped.
+Reports go to <runs_root>/reports/<target>/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nemo_recipes.errors import RequirementsNotMet, UserError
+
+USAGE = """usage: python -m nemo_recipes.reproduce TARGET [key=value ...]
+       python -m nemo_recipes.reproduce --report [TARGET ...] [key=value ...]
+       python -m nemo_recipes.reproduce --list"""
+# Keys that name a run's folder: one value for several runs would make them overwrite each other.
+_PER_RUN_KEYS = ("experiment", "experiment_name", "run_dir")
+
+
+def compose_runs(target, overrides: list[str]) -> dict:
+    """{experiment: composed config} for every run of the target, with the user's overrides on each."""
+    from nemo_recipes.cli import compose_configs
+
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in _PER_RUN_KEYS:
+            raise UserError(f"override '{override}' would give every run of target {target.name} the same "
+                            f"{key}; the target names its runs itself (set runs_root=... to move them all).")
+    configs = compose_configs([[f"experiment={experiment}", *overrides] for experiment in target.experiments])
+    return dict(zip(target.experiments, configs))
+
+
+def report_dir(configs: dict, target_name: str) -> Path:
+    return Path(next(iter(configs.values())).runs_root) / "reports" / target_name
+
+
+def plan_target(target, configs: dict, overrides: list[str]):
+    """Print every run's plan and the target's total; returns the total cost of what is still to run."""
+    from nemo_recipes.pipeline import print_plan, selected_stages
+    from nemo_recipes.resources import size_text, total
+
+    print(f"target {target.name} (make {target.make}): {target.title}")
+    print(f"runs: {', '.join(configs)}; report: {report_dir(configs, target.name)}/report.md\n")
+    needs = []
+    for experiment, cfg in configs.items():
+        needs.append(print_plan(cfg, selected_stages(cfg), [f"experiment={experiment}", *overrides]))
+        print()
+    overall = total(needs)
+    print(f"target {target.name}, still to run: ~{overall.gpu_hours:,.1f} GPU-hours (up to {overall.gpus} GPUs at "
+          f"once), ~{size_text(overall.disk_gb)} of disk")
+    return overall, needs
+
+
+def check_target(target, configs: dict, overall, needs: list) -> None:
+    """Refuse before the first run starts if any run of the target could not."""
+    from nemo_recipes.resources import unmet_requirements
+
+    problems: list[str] = []
+    first = next(iter(configs.values()))
+    problems += unmet_requirements(first, overall, models=False)
+    for cfg, need in zip(configs.values(), needs):
+        problems += [p for p in unmet_requirements(cfg, need, hardware=False) if p not in problems]
+    if problems:
+        raise RequirementsNotMet(f"target {target.name}", problems)
+
+
+def render_target_report(target, configs: dict) -> Path:
+    from nemo_recipes.report.render import load_result, write_report
+
+    results = [load_result(row.label, row.experiment, row.role, Path(configs[row.experiment].run_dir), row.paper,
+                           row.source, row.note) for row in target.rows]
+    intro = (f"{target.description} Runs: {', '.join(f'`{name}`' for name in configs)}; "
+             f"`make {target.make}` runs them, `make report` renders this page again from what has run.")
+    return write_report(report_dir(configs, target.name), title=target.title, intro=intro.strip(), results=results,
+                        configs=configs)
+
+
+def run_target(name: str, overrides: list[str]) -> int:
+    from nemo_recipes.pipeline import run_pipeline
+    from nemo_recipes.targets import load_target
+
+    target = load_target(name)
+    configs = compose_runs(target, overrides)
+    overall, needs = plan_target(target, configs, overrides)
+    if any(cfg.dry_run for cfg in configs.values()):
+        return 0
+    check_target(target, configs, overall, needs)
+    for experiment, cfg in configs.items():
+        print(f"\n=== run {experiment} ({list(configs).index(experiment) + 1} of {len(configs)}) ===", flush=True)
+        run_pipeline(cfg, argv=[f"experiment={experiment}", *overrides])
+    print(f"report: {render_target_report(target, configs)}")
+    return 0
+
+
+def report_targets(names: list[str], overrides: list[str]) -> int:
+    from nemo_recipes.targets import load_target, target_names
+
+    for name in names or target_names():
+        target = load_target(name)
+        print(f"report: {render_target_report(target, compose_runs(target, overrides))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nemo_recipes.cli import print_refusal
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1])
+            return 0 if argv else 2
+        if argv[0] == "--list":
+            from nemo_recipes.targets import load_target, target_names
+
+            for name in target_names():
+                target = load_target(name)
+                print(f"{name:<22} make {target.make:<22} {', '.join(target.experiments)}")
+            return 0
+        if argv[0] == "--report":
+            names = [arg for arg in argv[1:] if "=" not in arg]
+            return report_targets(names, [arg for arg in argv[1:] if "=" in arg])
+        return run_target(argv[0], argv[1:])
+    except RequirementsNotMet as error:
+        print_refusal(error)
+        return error.exit_code
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

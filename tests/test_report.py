@@ -1,0 +1,123 @@
+"""A target's report renders from fixture results: ours | paper | delta | 95% CI per cell, CSV, figures, provenance."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from nemo_recipes import reproduce
+from nemo_recipes.metrics import compute_metrics
+from nemo_recipes.report.render import FIGURES, SECTIONS
+from nemo_recipes.targets import load_target
+
+NUM_PROBLEMS, K = 12, 64
+
+
+def _graded(correct_per_problem: list[int]) -> list[dict]:
+    """64 samples per problem; problem i has correct_per_problem[i] correct ones, all answering the same wrong '0'."""
+    records = []
+    for i, num_correct in enumerate(correct_per_problem):
+        for s in range(K):
+            ok = s < num_correct
+            records.append({"id": f"p{i}", "subset": "aime24" if i < 4 else "hmmt-24-25", "sample_idx": s,
+                            "correct": ok, "predicted_answer": str(i) if ok else "0",
+                            "num_generated_tokens": 3000 + 10 * s, "finish_reason": "stop"})
+    return records
+
+
+def _write_run(run_dir, roles: dict[str, list[int]], trains: bool) -> dict:
+    (run_dir / "metrics").mkdir(parents=True)
+    metrics = {role: {"model": f"model-{role}", "metrics": compute_metrics(_graded(counts), bootstrap=200, seed=0)}
+               for role, counts in roles.items()}
+    (run_dir / "metrics" / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "metrics" / "lengths.json").write_text(json.dumps(
+        {role: {"correct": [3000, 3100], "incorrect": [5000]} for role in roles}))
+    manifest = {"stage": "metrics", "status": "complete", "config_hash": "c0ffee" * 8, "fingerprint": "f00d" * 16,
+                "ended": "2026-11-29T00:00:00+00:00", "argv": ["python", "-m", "nemo_recipes", "experiment=x"],
+                "versions": {"python": "3.11", "vllm": "0.32.0", "nemo_aligner": "0.7.0"}}
+    (run_dir / "metrics" / "manifest.json").write_text(json.dumps(manifest))
+    if trains:
+        for stage, summary in (("select", {"mean_tokens": 3012, "eligible_problems": 41}),
+                               ("sft", {"backend": "nemo_aligner", "final_loss": 0.4321})):
+            (run_dir / stage).mkdir()
+            (run_dir / stage / "manifest.json").write_text(json.dumps({**manifest, "stage": stage, "summary": summary}))
+        (run_dir / "select" / "sft.jsonl").write_text("".join(
+            json.dumps({"input": "q", "output": "a", "num_tokens": 2900 + i, "source": "QwQ-32B-Preview"}) + "\n"
+            for i in range(20)))
+    return metrics
+
+
+@pytest.fixture
+def rendered(tmp_path):
+    target = load_target("main")
+    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}"])
+    sft_counts = [0, 8, 16, 24, 32, 40, 48, 56, 64, 0, 8, 16]
+    metrics = _write_run(tmp_path / "main", {"base": [0] * 12, "sft": sft_counts}, trains=True)
+    path = reproduce.render_target_report(target, configs)  # eval-qwen2.5-math-72b-instruct has not run
+    return path, metrics, sft_counts
+
+
+def test_report_has_the_shared_sections_figures_and_csv(rendered):
+    path, _, _ = rendered
+    text = path.read_text()
+    assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == list(SECTIONS)
+    for figure in FIGURES:
+        assert (path.parent / figure).stat().st_size > 5000, figure
+        assert f"]({figure})" in text
+
+
+def test_each_cell_shows_ours_paper_delta_and_ci(rendered):
+    path, metrics, sft_counts = rendered
+    overall = metrics["sft"]["metrics"]["overall"]
+    pass1 = 100 * sum(sft_counts) / (NUM_PROBLEMS * K)
+    assert overall["pass@1"] == pytest.approx(pass1)
+    # the wrong '0' wins the vote unless at least half are correct: a 32-32 tie goes to the first-seen (correct) answer
+    maj = 100 * sum(count >= K // 2 for count in sft_counts) / NUM_PROBLEMS
+    assert overall["maj@64"] == pytest.approx(maj)
+    low, high = overall["pass@1_ci"]
+    maj_low, maj_high = overall["maj@64_ci"]
+    row = (f"| Qwen2.5-32B + SFT on 20 QwQ-32B-Preview traces [1] | `main` (sft) | {pass1:.2f} | 17.10 | "
+           f"{pass1 - 17.10:+.2f} | [{low:.2f}, {high:.2f}] | {maj:.2f} | 27.73 | {maj - 27.73:+.2f} | "
+           f"[{maj_low:.2f}, {maj_high:.2f}] |")
+    text = path.read_text()
+    assert row in text
+    # The baseline has not run: its paper figures are still shown, with their note; the untuned base has no figure.
+    assert "| Qwen2.5-Math-72B-Instruct [2] | `eval-qwen2.5-math-72b-instruct` (base) | not run | 11.72 |  |  | " \
+           "not run | 16.14 |  |  |" in text
+    assert "| Qwen2.5-32B base (no SFT) [3] | `main` (base) | 0.00 |  |  | [0.00, 0.00] | 0.00 |  |  |" in text
+    assert "[3] the paper's figure for the untuned base was not obtained" in text
+    assert "3-6 points of run-to-run spread" in text
+
+    rows = list(csv.DictReader((path.parent / "results.csv").open()))
+    cell = next(r for r in rows if r["experiment"] == "main" and r["role"] == "sft" and r["subset"] == "overall"
+                and r["metric"] == "pass@1")
+    assert float(cell["delta"]) == pytest.approx(pass1 - 17.10, abs=1e-3)
+    assert (float(cell["ci_low"]), float(cell["ci_high"])) == (low, high) and cell["paper"] == "17.1"
+    subsets = {r["subset"] for r in rows if r["experiment"] == "main" and r["role"] == "sft"}
+    assert subsets == {"overall", "aime24", "hmmt-24-25"}
+    missing = [r for r in rows if r["experiment"] == "eval-qwen2.5-math-72b-instruct"]
+    assert {(r["metric"], r["paper"], r["ours"]) for r in missing} == {("pass@1", "11.72", ""), ("maj@64", "16.14", "")}
+
+
+def test_provenance_and_training_come_from_the_manifests(rendered):
+    text = rendered[0].read_text()
+    assert "- `main`: 20 traces of QwQ-32B-Preview (mean 3012 student tokens, from 41 problems" in text
+    assert "final loss 0.4321" in text
+    assert "- `eval-qwen2.5-math-72b-instruct`: evaluation only, no training." in text
+    assert "| metrics | `c0ffeec0ffee` | `f00df00df00d` |" in text
+    assert "Versions: python 3.11, vllm 0.32.0, nemo_aligner 0.7.0." in text
+    assert "Seeds: teacher sampling 0, eval sampling 1000, selection 0, SFT 1234, bootstrap 0. maj@k ties: `first`." in text
+    assert "731558c9, 2025-07-12" in text  # which tie rule NeMo-Skills used at paper time
+
+
+def test_curve_points_agree_with_the_headline_metrics():
+    metrics = compute_metrics(_graded([0, 8, 40, 64]), bootstrap=0)
+    curve = metrics["overall"]["curve"]
+    assert [point["k"] for point in curve] == [1, 2, 4, 8, 16, 32, 64]
+    last = curve[-1]
+    assert (last["pass@1"], last["maj"], last["pass"]) == (metrics["overall"]["pass@1"], metrics["overall"]["maj@64"],
+                                                           metrics["overall"]["pass@64"])
+    # first j samples: the correct ones come first, so pass@1 over the first sample is the share of problems with any
+    assert curve[0]["pass@1"] == 75.0 and curve[0]["maj"] == 75.0

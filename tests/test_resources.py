@@ -1,0 +1,83 @@
+"""Cost estimates (GPU-hours, disk) from their stated formulas, and the requirement checks that refuse a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from nemo_recipes.cli import compose_config
+from nemo_recipes.pipeline import stage_graph
+from nemo_recipes.resources import estimate, total, unmet_requirements
+
+
+def _stage(cfg, name):
+    return next(stage for stage in stage_graph(cfg) if stage.name == name)
+
+
+def test_sampling_cost_is_tokens_over_replica_throughput_times_its_gpus():
+    cfg = compose_config(["experiment=main"])
+    cost = estimate(cfg, _stage(cfg, "sample_teacher"), 50)
+    tokens = 50 * 512 * 6000
+    assert cost.gpu_hours == pytest.approx(tokens / 2000 / 3600 * 2)  # 2-GPU replicas at 2000 tokens/s each
+    assert cost.gpus == 8 and cost.models == ("teacher",)
+    assert cost.disk_gb == pytest.approx(2 * 50 * 512 * (6000 * 4.5 + 1500) / 1e9)
+    sft_sampling = estimate(cfg, _stage(cfg, "sample_sft"), 256)
+    assert sft_sampling.models == ()  # the SFT model is the run's own output, not a download
+
+
+def test_training_cost_is_six_flops_per_parameter_and_token_at_the_stated_mfu():
+    cfg = compose_config(["experiment=main"])
+    cost = estimate(cfg, _stage(cfg, "sft"), None)
+    tokens = 50 * 1024 * 16384
+    assert cost.gpu_hours == pytest.approx(6 * 32.8e9 * tokens / (989e12 * 0.35) / 3600)
+    # base .nemo, final .nemo, HF export and the converter's weights file (2 bytes/param each) + 2 checkpoints
+    assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 4 + 14 * 2) / 1e9)
+    assert cost.gpus == 8 and cost.models == ("base",)
+    halved = compose_config(["experiment=main", "sft.max_steps=25", "cluster.assumed_mfu=0.7"])
+    assert estimate(halved, _stage(halved, "sft"), None).gpu_hours == pytest.approx(cost.gpu_hours / 4)
+
+
+def test_the_toy_demo_needs_no_gpu_and_no_download():
+    cfg = compose_config(["experiment=demo"])
+    costs = [estimate(cfg, stage, 50) for stage in stage_graph(cfg)]
+    assert total(costs).gpus == 0 and total(costs).gpu_hours == 0
+    assert unmet_requirements(cfg, total(costs), visible_gpus=0) == []
+
+
+def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch):
+    from nemo_recipes import resources
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = compose_config(["experiment=main", f"runs_root={tmp_path}/runs"])
+    needs = total([estimate(cfg, stage, 256) for stage in stage_graph(cfg)])
+    monkeypatch.setattr(resources, "free_disk_gb", lambda path: 100.0)
+    problems = unmet_requirements(cfg, needs, visible_gpus=4)
+    assert problems[0] == "the plan needs 8 GPUs on this node (cluster.gpus_per_node=8) but nvidia-smi lists 4."
+    assert problems[1].startswith(f"the pending stages write ~") and "has 100.0 GB free" in problems[1]
+    assert [p.split(" (")[0] for p in problems[2:]] == ["Qwen/QwQ-32B-Preview", "Qwen/Qwen2.5-32B"]
+
+    # A model in the Hugging Face cache layout is found; Slurm jobs leave the GPU count to the scheduler.
+    for name in ("QwQ-32B-Preview", "Qwen2.5-32B"):
+        snapshot = tmp_path / "hub" / f"models--Qwen--{name}" / "snapshots" / "0123abc"
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+    monkeypatch.setattr(resources, "free_disk_gb", lambda path: 1e6)
+    assert unmet_requirements(cfg, needs, visible_gpus=8) == []
+    slurm = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}"])
+    assert unmet_requirements(slurm, needs, visible_gpus=0) == []
+    pinned = compose_config(["experiment=main", "teacher.revision=fffffff", f"runs_root={tmp_path}"])
+    assert "--revision fffffff" in unmet_requirements(pinned, needs, visible_gpus=8)[0]
+    assert unmet_requirements(compose_config(["experiment=main", "cluster.allow_downloads=true",
+                                              "teacher.revision=fffffff"]), needs, visible_gpus=8) == []
+
+
+def test_a_run_refuses_before_writing_anything(tmp_path, monkeypatch, capsys):
+    from nemo_recipes import resources
+    from nemo_recipes.cli import main
+
+    monkeypatch.setattr(resources, "count_visible_gpus", lambda: 0)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["experiment=main", f"runs_root={tmp_path}/runs", "stages=[sample_base]"]) == 3
+    out, err = capsys.readouterr()
+    assert "sample_base" in out and "cost: ~36.4 GPU-hours on 8 GPU(s)" in out
+    assert err.startswith("cannot start: the plan needs 8 GPUs") and "Qwen/Qwen2.5-32B (student)" in err
+    assert not (tmp_path / "runs").exists()
