@@ -3,14 +3,23 @@
 SHELL := /bin/bash
 PYTHON_SYSTEM ?= python3
 VENV := .venv
-PY := $(VENV)/bin/python
 NEMO_VENV := .venv-nemo
 ARGS ?=
 # A CPU box must never resolve a CUDA torch: every pip call is constrained to the local CPU build.
 PIP_CONSTRAINT := -c constraints/cpu.txt
+# Inside our image (Dockerfile sets NEMO_RECIPES_IMAGE=1) the container's python already has NeMo and the package.
+ifdef NEMO_RECIPES_IMAGE
+PY := python3
+INSTALLED :=
+else
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale bench-packing bench-grading bench-generation clean
+.PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
+        ablation-correctness eval-baselines report targets docker-pin docker-build docker-run \
+        bench-packing bench-grading bench-generation clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,33 +49,70 @@ test-fast: $(VENV)/.installed ## unit tests only (skips the slow toy-pipeline ru
 test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real NeMo 2.1 / NeMo-Aligner 0.7 classes
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
-demo: $(VENV)/.installed ## the whole pipeline on CPU with toy models the package builds (minutes, no GPU)
+demo: $(INSTALLED) ## the whole pipeline on CPU with toy models the package builds (minutes, no GPU)
 	$(PY) -m nemo_recipes experiment=demo $(ARGS)
 
-plan: $(VENV)/.installed ## print the plan of an experiment: make plan ARGS="experiment=main"
+plan: $(INSTALLED) ## print the plan of one experiment: make plan ARGS="experiment=main"
 	$(PY) -m nemo_recipes dry_run=true $(ARGS)
 
-reproduce-main: $(VENV)/.installed ## the paper's main run: Qwen2.5-32B SFT on 20 QwQ-32B-Preview traces (GPU node)
-	$(PY) -m nemo_recipes experiment=main dry_run=true $(ARGS)
-	@$(PY) -m nemo_recipes.gpu_check "make reproduce-main"
-	$(PY) -m nemo_recipes experiment=main $(ARGS)
+# The paper's tables (reproduce/*.yaml). Each prints its plan -- stages, commands, samples, tokens, GPU-hours and
+# disk -- then refuses in one sentence per missing GPU, model or disk, or runs its experiments and writes
+# runs/reports/<target>/. ARGS="dry_run=true" stops after the plan; any other ARGS apply to every run of the target.
+reproduce-main: $(INSTALLED) ## the headline: Qwen2.5-32B SFT on 20 QwQ traces vs Qwen2.5-Math-72B-Instruct (GPU node)
+	$(PY) -m nemo_recipes.reproduce main $(ARGS)
 
-ablation-scale: $(VENV)/.installed ## the same recipe on Qwen2.5-7B, -14B and -32B (GPU node)
-	for size in 7b 14b 32b; do \
-	  $(PY) -m nemo_recipes experiment=main student=qwen2.5-$$size experiment_name=ablation-scale-$$size dry_run=true $(ARGS) || exit 1; \
-	done
-	@$(PY) -m nemo_recipes.gpu_check "make ablation-scale"
-	for size in 7b 14b 32b; do \
-	  $(PY) -m nemo_recipes experiment=main student=qwen2.5-$$size experiment_name=ablation-scale-$$size $(ARGS) || exit 1; \
-	done
+ablation-scale: $(INSTALLED) ## the same recipe on Qwen2.5-7B, -14B and -32B (GPU node)
+	$(PY) -m nemo_recipes.reproduce ablation-scale $(ARGS)
+
+ablation-source: $(INSTALLED) ## QwQ traces vs a non-reasoning model vs human-written stages 1-4 (GPU node)
+	$(PY) -m nemo_recipes.reproduce ablation-source $(ARGS)
+
+ablation-correctness: $(INSTALLED) ## 20 correct vs 20 incorrect QwQ traces (GPU node)
+	$(PY) -m nemo_recipes.reproduce ablation-correctness $(ARGS)
+
+eval-baselines: $(INSTALLED) ## Qwen2.5-Math-72B-Instruct on Comp-Math-24-25, no training (GPU node)
+	$(PY) -m nemo_recipes.reproduce eval-baselines $(ARGS)
+
+report: $(INSTALLED) ## render every target's report from the runs that exist (TARGETS="main ablation-scale" for some)
+	$(PY) -m nemo_recipes.reproduce --report $(TARGETS) $(ARGS)
+
+targets: $(INSTALLED) ## list the reproduction targets and the experiments each runs
+	$(PY) -m nemo_recipes.reproduce --list
+
+# --- The GPU image (Dockerfile): FROM the NGC NeMo container, pinned by digest in docker/nemo-image.lock ---------
+DOCKER ?= docker
+IMAGE ?= nemo_recipes:latest
+NEMO_IMAGE_LOCK := docker/nemo-image.lock
+HF_HOME_HOST ?= $(HOME)/.cache/huggingface
+DATA_DIR ?=
+SHM_SIZE ?= 64g
+TARGET ?= reproduce-main
+
+docker-pin: ## pull the NGC NeMo base image and record tag@digest in docker/nemo-image.lock (docker + nvcr.io)
+	docker/pin_base_image.sh
+
+docker-build: ## build nemo_recipes:latest FROM the NeMo image pinned in docker/nemo-image.lock
+	@test -s $(NEMO_IMAGE_LOCK) || { echo "docker/nemo-image.lock is missing: run 'make docker-pin' on a machine with docker and NGC access, then commit the file." >&2; exit 1; }
+	$(DOCKER) build --build-arg NEMO_IMAGE="$$(cat $(NEMO_IMAGE_LOCK))" -t $(IMAGE) .
+
+docker-run: export ARGS := $(ARGS)
+docker-run: ## run a target in the image on this node's GPUs: make docker-run TARGET=reproduce-main ARGS="..."
+	mkdir -p runs "$(HF_HOME_HOST)"
+	$(DOCKER) run --rm --gpus all --ipc=host --ulimit memlock=-1 --ulimit stack=67108864 --shm-size=$(SHM_SIZE) \
+	  --user "$$(id -u):$$(id -g)" \
+	  -v "$(HF_HOME_HOST)":/home/recipes/.cache/huggingface \
+	  -v "$(CURDIR)/runs":/opt/nemo_recipes/runs \
+	  $(if $(DATA_DIR),-v "$(abspath $(DATA_DIR))":/data:ro) \
+	  -e ARGS -e HF_TOKEN \
+	  $(IMAGE) make $(TARGET)
 
 bench-packing: $(NEMO_VENV)/.installed ## our packing vs NeMo's first_fit_shuffle (time and fill, as a ratio)
 	$(NEMO_VENV)/bin/python benchmarks/packing.py
 
-bench-grading: $(VENV)/.installed ## our grader vs a naive parse+verify loop on 256 x 64 synthetic generations
+bench-grading: $(INSTALLED) ## our grader vs a naive parse+verify loop on 256 x 64 synthetic generations
 	$(PY) benchmarks/grading.py
 
-bench-generation: $(VENV)/.installed ## batched hf generation vs one prompt at a time on the toy teacher (tokens/s)
+bench-generation: $(INSTALLED) ## batched hf generation vs one prompt at a time on the toy teacher (tokens/s)
 	$(PY) benchmarks/generation.py
 
 clean: ## remove the toy demo's run folder (runs/demo); models in the cache are kept
