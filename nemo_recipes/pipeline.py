@@ -168,6 +168,8 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
         return
     elif previous:
         ctx.log(f"found a {previous.get('status')} run with the same config: resuming")
+    if previous is None and not forced and _reuse(cfg, ctx, config_hash, inputs_hash):
+        return
 
     ctx.dir.mkdir(parents=True, exist_ok=True)
     manifest = {
@@ -201,22 +203,67 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
     ctx.log(f"complete in {manifest['seconds']:.1f} s")
 
 
-def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None) -> Estimate:
+def _reuse(cfg, ctx: StageContext, config_hash: str, inputs_hash: str) -> bool:
+    """Copy the stage from another run folder (cfg.reuse_from) where the same stage is complete with the same
+    config and the same inputs -- the same computation, e.g. teacher sampling shared by the main run and the
+    correctness ablation. Files are hard-linked when the file system allows it (a 32B SFT stage is ~1 TB)."""
+    for other in cfg.get("reuse_from") or []:
+        source = Path(other) / ctx.stage.name
+        if source.resolve() == ctx.dir.resolve() or not (source / MANIFEST).exists():
+            continue
+        manifest = read_json(source / MANIFEST)
+        if manifest.get("status") != "complete" or (manifest.get("config_hash"), manifest.get("inputs_hash")) != (
+                config_hash, inputs_hash):
+            continue
+        temporary = ctx.dir.with_name(f".{ctx.stage.name}.reusing")
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.copytree(source, temporary, copy_function=_link_or_copy)
+        write_json(temporary / MANIFEST, {**manifest, "reused_from": str(source)})  # replaces the link, not the source
+        temporary.rename(ctx.dir)  # the stage appears complete or not at all
+        ctx.log(f"identical to {source}: reused it (hard links where possible)")
+        return True
+    return False
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, destination)
+
+
+def stage_keys(cfg) -> dict[str, str]:
+    """What each stage computes, independent of its run folder: its config hash and, recursively, its inputs' keys.
+    Two runs' stages with equal keys produce the same outputs (the planner counts such a stage once)."""
+    keys: dict[str, str] = {}
+    for stage in stage_graph(cfg):  # needs come before the stages that need them
+        keys[stage.name] = _hash([config_digest(cfg, stage), [keys[need] for need in stage.needs]])
+    return keys
+
+
+def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: dict[str, str] | None = None
+               ) -> Estimate:
     """The dry run: every stage with its state, what it would do and what it costs, without importing torch or
-    touching files. `argv` are the run's overrides, for the commands a stage would start. Returns the total cost of
-    the stages still to run."""
+    touching files. `argv` are the run's overrides, for the commands a stage would start; `shared` maps a stage to
+    an earlier run of the same target that computes it (reused, so not counted). Returns the total cost of the
+    stages still to run."""
     run_dir = Path(cfg.run_dir)
+    shared = shared or {}
     print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
+    pending = []
     for number, stage in enumerate(stages, start=1):
         ctx = StageContext(cfg, stage, run_dir, progress=False, argv=[a for a in argv or [] if a != "dry_run=true"])
         state = _state(cfg, stage, run_dir)
+        if state == "pending" and stage.name in shared:
+            state = f"reused from run {shared[stage.name]}"
         print(f"\n{number:>2}. {stage.name:<15} [{state}]" + (f"  needs: {', '.join(stage.needs)}" if stage.needs else ""))
         module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
         for line in module.plan(ctx):
             print(f"      {line}")
-        if not state.startswith("complete"):
+        if not state.startswith(("complete", "reused")):
+            pending.append(stage)
             print(f"      {stage_estimate(ctx).line()}")
-    needs = pending_needs(cfg, stages)
+    needs = pending_needs(cfg, pending)
     models = ", ".join(str(model_path(cfg, role, build=False)) for role in needs.models) or "none"
     print(f"\nstill to run: ~{needs.gpu_hours:,.1f} GPU-hours (up to {needs.gpus} GPUs at once), "
           f"~{size_text(needs.disk_gb)} of disk; models read from local disk: {models}")

@@ -44,14 +44,23 @@ def report_dir(configs: dict, target_name: str) -> Path:
 
 def plan_target(target, configs: dict, overrides: list[str]):
     """Print every run's plan and the target's total; returns the total cost of what is still to run."""
-    from nemo_recipes.pipeline import print_plan, selected_stages
+    from nemo_recipes.pipeline import print_plan, selected_stages, stage_keys
     from nemo_recipes.resources import size_text, total
 
     print(f"target {target.name} (make {target.make}): {target.title}")
     print(f"runs: {', '.join(configs)}; report: {report_dir(configs, target.name)}/report.md\n")
-    needs = []
+    needs, computed_by = [], {}
     for experiment, cfg in configs.items():
-        needs.append(print_plan(cfg, selected_stages(cfg), [f"experiment={experiment}", *overrides]))
+        stages = selected_stages(cfg)
+        keys = stage_keys(cfg)
+        shared = {}
+        for stage in stages:
+            key = keys[stage.name]
+            if key in computed_by:
+                shared[stage.name] = computed_by[key]
+            else:
+                computed_by[key] = experiment
+        needs.append(print_plan(cfg, stages, [f"experiment={experiment}", *overrides], shared))
         print()
     overall = total(needs)
     print(f"target {target.name}, still to run: ~{overall.gpu_hours:,.1f} GPU-hours (up to {overall.gpus} GPUs at "
@@ -93,8 +102,10 @@ def run_target(name: str, overrides: list[str]) -> int:
     if any(cfg.dry_run for cfg in configs.values()):
         return 0
     check_target(target, configs, overall, needs)
-    for experiment, cfg in configs.items():
-        print(f"\n=== run {experiment} ({list(configs).index(experiment) + 1} of {len(configs)}) ===", flush=True)
+    for number, (experiment, cfg) in enumerate(configs.items(), start=1):
+        print(f"\n=== run {experiment} ({number} of {len(configs)}) ===", flush=True)
+        # Stages identical to one in another run of the target are copied from there, not recomputed.
+        cfg.reuse_from = [str(other.run_dir) for name, other in configs.items() if name != experiment]
         run_pipeline(cfg, argv=[f"experiment={experiment}", *overrides])
     print(f"report: {render_target_report(target, configs)}")
     return 0

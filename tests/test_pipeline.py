@@ -159,3 +159,25 @@ def test_hub_loader_gathers_the_cards_rows_into_one_problem_with_its_released_so
     assert problems[1]["solutions"] == {"human_stage1": "human_stage1 of P1", "human_stage4": "human_stage4 of P1",
                                         "qwq_32b_preview": "qwq_32b_preview of P1"}
     assert "solution" not in problems[1] and "solution_type" not in problems[1]
+
+
+def test_an_identical_stage_of_another_run_is_reused_by_hard_link_not_recomputed(tmp_path, capsys):
+    first = compose_config([f"run_dir={tmp_path}/a", "progress=false", "stages=[prepare]"])
+    run_pipeline(first)
+    capsys.readouterr()
+    second = compose_config([f"run_dir={tmp_path}/b", "progress=false", "stages=[prepare]",
+                             f"reuse_from=[{tmp_path}/a]"])
+    run_pipeline(second)
+    assert f"[prepare] identical to {tmp_path}/a/prepare: reused it" in capsys.readouterr().out
+    a, b = tmp_path / "a" / "prepare", tmp_path / "b" / "prepare"
+    assert (a / "problems.jsonl").stat().st_ino == (b / "problems.jsonl").stat().st_ino
+    reused = json.loads((b / "manifest.json").read_text())
+    original = json.loads((a / "manifest.json").read_text())
+    assert reused["fingerprint"] == original["fingerprint"] and reused["reused_from"] == str(a)
+    assert "reused_from" not in original  # the source's manifest was not touched through the link
+    # A different config is never reused: a third run with another benchmark size computes its own.
+    third = compose_config([f"run_dir={tmp_path}/c", "progress=false", "stages=[prepare]", "benchmark.num_problems=10",
+                            f"reuse_from=[{tmp_path}/a]"])
+    run_pipeline(third)
+    assert "reused" not in capsys.readouterr().out
+    assert len((tmp_path / "c" / "prepare" / "benchmark.jsonl").read_text().splitlines()) == 10

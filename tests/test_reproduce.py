@@ -156,3 +156,13 @@ def test_a_single_runs_report_finds_its_paper_figures_in_the_main_table_first():
     assert row.paper == {"pass@1": 17.10, "maj@64": 27.73} and "seed summary" in row.source
     assert paper_row("demo", "sft") is None
     assert isinstance(load_target("main"), Target)
+
+
+def test_a_targets_plan_counts_a_stage_its_runs_share_once(tmp_path, capsys):
+    assert reproduce.main(["ablation-correctness", "dry_run=true", f"runs_root={tmp_path}"]) == 0
+    plan = capsys.readouterr().out
+    incorrect = plan.split("experiment ablation-correctness-incorrect: run folder")[1]
+    for stage in ("prepare", "sample_teacher", "grade_teacher", "sample_base", "grade_base"):
+        assert re.search(rf"{stage} +\[reused from run main\]", incorrect), stage
+    for stage in ("select", "pack", "sft", "sample_sft"):
+        assert re.search(rf"{stage} +\[pending\]", incorrect), stage
