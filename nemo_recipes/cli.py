@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from nemo_recipes.errors import RequirementsNotMet, UserError
@@ -124,24 +125,11 @@ def print_refusal(error: RequirementsNotMet) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-h", "--help") for arg in argv):
-        groups = "\n".join(f"  {name:<12} {', '.join(opts)}" for name, opts in config_options().items())
-        print(USAGE.format(groups=groups))
-        return 0
-    print_config = "--cfg" in argv
-    overrides = [arg for arg in argv if arg != "--cfg"]
+def exit_status(command: Callable[[], int | None]) -> int:
+    """Run a command line's work: what the user can fix is one sentence on stderr and an exit status, never a
+    traceback (2: bad input; 3: this machine cannot run it; 130: interrupted, rerun to resume)."""
     try:
-        cfg = compose_config(overrides)
-        if print_config:
-            from omegaconf import OmegaConf
-
-            print(OmegaConf.to_yaml(cfg, resolve=False))
-            return 0
-        from nemo_recipes.pipeline import run_pipeline
-
-        run_pipeline(cfg, argv=overrides)
+        return command() or 0
     except RequirementsNotMet as error:
         print_refusal(error)
         return error.exit_code
@@ -151,7 +139,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help") for arg in argv):
+        groups = "\n".join(f"  {name:<12} {', '.join(opts)}" for name, opts in config_options().items())
+        print(USAGE.format(groups=groups))
+        return 0
+    return exit_status(lambda: _run(argv))
+
+
+def _run(argv: list[str]) -> None:
+    print_config = "--cfg" in argv
+    overrides = [arg for arg in argv if arg != "--cfg"]
+    cfg = compose_config(overrides)
+    if print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg, resolve=False))
+        return
+    from nemo_recipes.pipeline import run_pipeline
+
+    run_pipeline(cfg, argv=overrides)
 
 
 if __name__ == "__main__":

@@ -121,33 +121,26 @@ def report_targets(names: list[str], overrides: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nemo_recipes.cli import print_refusal
+    from nemo_recipes.cli import exit_status
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if not argv or argv[0] in ("-h", "--help"):
-            print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1])
-            return 0 if argv else 2
-        if argv[0] == "--list":
-            from nemo_recipes.targets import load_target, target_names
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1])
+        return 0 if argv else 2
+    if argv[0] == "--list":
+        return exit_status(list_targets)
+    if argv[0] == "--report":
+        names = [arg for arg in argv[1:] if "=" not in arg]
+        return exit_status(lambda: report_targets(names, [arg for arg in argv[1:] if "=" in arg]))
+    return exit_status(lambda: run_target(argv[0], argv[1:]))
 
-            for name in target_names():
-                target = load_target(name)
-                print(f"{name:<22} make {target.make:<22} {', '.join(target.experiments)}")
-            return 0
-        if argv[0] == "--report":
-            names = [arg for arg in argv[1:] if "=" not in arg]
-            return report_targets(names, [arg for arg in argv[1:] if "=" in arg])
-        return run_target(argv[0], argv[1:])
-    except RequirementsNotMet as error:
-        print_refusal(error)
-        return error.exit_code
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+
+def list_targets() -> None:
+    from nemo_recipes.targets import load_target, target_names
+
+    for name in target_names():
+        target = load_target(name)
+        print(f"{name:<22} make {target.make:<22} {', '.join(target.experiments)}")
 
 
 if __name__ == "__main__":
