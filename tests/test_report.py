@@ -121,3 +121,13 @@ def test_curve_points_agree_with_the_headline_metrics():
                                                            metrics["overall"]["pass@64"])
     # first j samples: the correct ones come first, so pass@1 over the first sample is the share of problems with any
     assert curve[0]["pass@1"] == 75.0 and curve[0]["maj"] == 75.0
+
+
+def test_a_metrics_stage_that_is_not_complete_is_not_reported(tmp_path):
+    from nemo_recipes.report.render import load_result
+
+    _write_run(tmp_path / "run", {"sft": [64] * NUM_PROBLEMS}, trains=False)
+    assert load_result("x", "main", "sft", tmp_path / "run").metrics["overall"]["pass@1"] == 100.0
+    manifest = tmp_path / "run" / "metrics" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "running"}))
+    assert load_result("x", "main", "sft", tmp_path / "run").metrics is None

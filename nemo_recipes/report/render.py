@@ -51,7 +51,9 @@ def load_result(label: str, experiment: str, role: str, run_dir: Path, paper: di
                 note: str = "") -> Result:
     result = Result(label, experiment, role, Path(run_dir), dict(paper or {}), source, note)
     metrics_file = result.run_dir / "metrics" / "metrics.json"
-    if metrics_file.exists():
+    manifest = result.run_dir / "metrics" / "manifest.json"
+    # Only a complete metrics stage: a running or failed one may hold the previous config's numbers.
+    if metrics_file.exists() and manifest.exists() and read_json(manifest).get("status") == "complete":
         evaluated = read_json(metrics_file).get(role)
         if evaluated:
             result.model, result.metrics = evaluated["model"], evaluated["metrics"]
