@@ -24,10 +24,13 @@ endif
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
+# The test environments are CPU-box tools: they always use .venv, never the image's python (whose torch is NGC's).
+VENV_PY := $(VENV)/bin/python
+
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
-	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q $(PIP_CONSTRAINT) "torch==2.13.0" -e ".[dev]"
+	test -x $(VENV_PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	$(VENV_PY) -m pip install -q -U pip
+	$(VENV_PY) -m pip install -q $(PIP_CONSTRAINT) "torch==2.13.0" -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with the package, CPU torch and test tools
@@ -40,11 +43,11 @@ $(NEMO_VENV)/.installed: requirements/nemo-cpu.txt constraints/cpu.txt pyproject
 	touch $@
 
 test: $(VENV)/.installed $(NEMO_VENV)/.installed ## all tests on CPU: unit, toy pipeline end to end, and NeMo-compat
-	$(PY) -m pytest -q --runslow tests
+	$(VENV_PY) -m pytest -q --runslow tests
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
 test-fast: $(VENV)/.installed ## unit tests only (skips the slow toy-pipeline runs)
-	$(PY) -m pytest -q tests
+	$(VENV_PY) -m pytest -q tests
 
 test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real NeMo 2.1 / NeMo-Aligner 0.7 classes
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
@@ -95,6 +98,7 @@ docker-build: ## build nemo_recipes:latest FROM the NeMo image pinned in docker/
 	@test -s $(NEMO_IMAGE_LOCK) || { echo "docker/nemo-image.lock is missing: run 'make docker-pin' on a machine with docker and NGC access, then commit the file." >&2; exit 1; }
 	$(DOCKER) build --build-arg NEMO_IMAGE="$$(cat $(NEMO_IMAGE_LOCK))" -t $(IMAGE) .
 
+# runs/ and the HF cache are mounts: keep runs_root under runs/ (the default), or results vanish with the container.
 docker-run: export ARGS := $(ARGS)
 docker-run: ## run a target in the image on this node's GPUs: make docker-run TARGET=reproduce-main ARGS="..."
 	mkdir -p runs "$(HF_HOME_HOST)"

@@ -7,7 +7,7 @@ The Dockerfile runs this right after FROM, before anything slow, so a wrong base
 
 It compares the installed nemo_toolkit, megatron-core and nemo-aligner with the `name==version` pins in
 requirements/nemo-cpu.txt (the environment tests/nemo_compat runs in, taken from NeMo-Aligner v0.7.0's Dockerfile),
-and checks that the two scripts the nemo_aligner backend launches are where conf/cluster/local.yaml expects them.
+and checks that the three scripts the nemo_aligner backend launches are where conf/cluster/local.yaml expects them.
 Each problem is one sentence; the exit status is 1 if there is any. Standard library only: it runs on the image's
 own python3 before our package is installed.
 """
@@ -26,6 +26,7 @@ PACKAGES = ("nemo_toolkit", "megatron-core", "nemo-aligner")
 # The scripts the nemo_aligner backend runs inside the container (conf/cluster/local.yaml: nemo_aligner_dir, nemo_dir).
 SFT_SCRIPT = "/opt/NeMo-Aligner/examples/nlp/gpt/train_gpt_sft.py"
 QWEN2_CONVERTER = "/opt/NeMo/scripts/checkpoint_converters/convert_qwen2_hf_to_nemo.py"
+QWEN2_EXPORTER = "/opt/NeMo/scripts/checkpoint_converters/convert_qwen2_nemo_to_hf.py"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "nemo-cpu.txt"
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="pip requirements file holding the pins (default: %(default)s)")
     parser.add_argument("--sft-script", default=SFT_SCRIPT, help="NeMo-Aligner's SFT entry point")
     parser.add_argument("--qwen2-converter", default=QWEN2_CONVERTER, help="NeMo's Qwen2 HF->NeMo converter")
+    parser.add_argument("--qwen2-exporter", default=QWEN2_EXPORTER, help="NeMo's Qwen2 NeMo->HF converter")
     args = parser.parse_args(argv)
 
     requirements = Path(args.requirements)
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pins = read_pins(requirements.read_text())
     installed = installed_versions()
-    scripts = {"NeMo-Aligner's SFT entry point": args.sft_script, "NeMo's Qwen2 HF->NeMo converter": args.qwen2_converter}
+    scripts = {"NeMo-Aligner's SFT entry point": args.sft_script, "NeMo's Qwen2 HF->NeMo converter": args.qwen2_converter,
+               "NeMo's Qwen2 NeMo->HF converter": args.qwen2_exporter}
     label = "requirements/nemo-cpu.txt" if requirements.resolve() == DEFAULT_REQUIREMENTS else str(requirements)
     problems = check(pins, installed, scripts, requirements_label=label)
     for problem in problems:

@@ -119,9 +119,9 @@ def print_refusal(error: RequirementsNotMet) -> None:
     """Why a run cannot start here, one line per unmet requirement, and where it can."""
     lines = [f"cannot start: {problem}" for problem in error.problems]
     if any("GPUs" in problem for problem in error.problems):
-        lines.append("on a GPU node, build our image once with `make docker-build` and run the same target inside it "
-                     "with `make docker-run TARGET=<target> ARGS=...` (README, 'On a GPU node'); `make demo` runs the "
-                     "toy pipeline on this CPU.")
+        lines.append("on a GPU node, build our image once with `make docker-build` and run the same make target "
+                     "inside it, e.g. `make docker-run TARGET=reproduce-main ARGS=...` (README, 'On a GPU node'); "
+                     "`make demo` runs the toy pipeline on this CPU.")
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -119,15 +119,17 @@ class StageContext:
         self.commands.append([str(part) for part in command])
 
 
-def run_pipeline(cfg, argv: list[str] | None = None) -> None:
-    """Run (or, with cfg.dry_run, plan) the selected stages under the run-folder lock."""
+def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None:
+    """Run (or, with cfg.dry_run, plan) the selected stages under the run-folder lock. check=False skips the
+    requirement check, for a caller that has checked a whole set of runs already (nemo_recipes.reproduce)."""
     run_dir = Path(cfg.run_dir)
     stages = selected_stages(cfg)
     if cfg.dry_run:
         print_plan(cfg, stages, argv)
         return
     try:
-        check_requirements(cfg, stages)
+        if check:
+            check_requirements(cfg, stages)
     except RequirementsNotMet:
         print_plan(cfg, stages, argv)  # show what was asked for before saying why it cannot start
         raise
@@ -178,6 +180,7 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
         "config_hash": config_hash,
         "inputs_hash": inputs_hash,
         "params": dict(stage.params),
+        "config": config_values(cfg, stage),  # what config_hash hashes: seeds, models, sampling, as they were
         "started": _now(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -252,9 +255,10 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
     run_dir = Path(cfg.run_dir)
     shared = shared or {}
     print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
-    pending = []
+    costs = []
+    argv = [arg for arg in argv or [] if arg.lstrip("+").split("=", 1)[0] != "dry_run"]  # commands that would run
     for number, stage in enumerate(stages, start=1):
-        ctx = StageContext(cfg, stage, run_dir, progress=False, argv=[a for a in argv or [] if a != "dry_run=true"])
+        ctx = StageContext(cfg, stage, run_dir, progress=False, argv=argv)
         state = _state(cfg, stage, run_dir)
         if state == "pending" and stage.name in shared:
             state = f"reused from run {shared[stage.name]}"
@@ -263,9 +267,9 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
         for line in module.plan(ctx):
             print(f"      {line}")
         if not state.startswith(("complete", "reused")):
-            pending.append(stage)
-            print(f"      {stage_estimate(ctx).line()}")
-    needs = pending_needs(cfg, pending)
+            costs.append(stage_estimate(ctx))
+            print(f"      {costs[-1].line()}")
+    needs = total(costs)
     models = ", ".join(str(model_path(cfg, role, build=False)) for role in needs.models) or "none"
     print(f"\nstill to run: ~{needs.gpu_hours:,.1f} GPU-hours (up to {needs.gpus} GPUs at once), "
           f"~{size_text(needs.disk_gb)} of disk; models read from local disk: {models}")
@@ -310,7 +314,21 @@ def _state(cfg, stage: Stage, run_dir: Path) -> str:
     return "complete, will skip" if manifest.get("status") == "complete" else f"{manifest.get('status')}, will resume"
 
 
-def config_digest(cfg, stage: Stage) -> str:
+def run_state(cfg) -> str:
+    """'complete' when every stage before the report is complete under this config, else why not (for reports:
+    a run's numbers are shown only when they are what its current config computes)."""
+    run_dir = Path(cfg.run_dir)
+    for stage in stage_graph(cfg):
+        if stage.name == "report":
+            continue
+        state = _state(cfg, stage, run_dir)
+        if state != "complete, will skip":
+            return f"{stage.name} {state}" if state != "pending" else "not run"
+    return "complete"
+
+
+def config_values(cfg, stage: Stage) -> dict:
+    """The config the stage's output depends on (its config_keys, resolved): hashed, and kept in its manifest."""
     from omegaconf import OmegaConf
 
     values = {}
@@ -320,7 +338,11 @@ def config_digest(cfg, stage: Stage) -> str:
     for dotted in stage.unhashed:  # e.g. the shard a node runs: every shard must share the stage folder
         key, _, leaf = dotted.rpartition(".")
         values.get(key, {}).pop(leaf, None)
-    return _hash([stage.module, values, list(stage.params)])
+    return values
+
+
+def config_digest(cfg, stage: Stage) -> str:
+    return _hash([stage.module, config_values(cfg, stage), list(stage.params)])
 
 
 def _inputs_digest(stage: Stage, run_dir: Path) -> str:

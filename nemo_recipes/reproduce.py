@@ -82,10 +82,17 @@ def check_target(target, configs: dict, overall, needs: list) -> None:
 
 
 def render_target_report(target, configs: dict) -> Path:
+    from nemo_recipes.pipeline import run_state
     from nemo_recipes.report.render import load_result, write_report
+    from nemo_recipes.targets import paper_figures
 
-    results = [load_result(row.label, row.experiment, row.role, Path(configs[row.experiment].run_dir), row.paper,
-                           row.source, row.note) for row in target.rows]
+    states = {experiment: run_state(cfg) for experiment, cfg in configs.items()}
+    results = []
+    for row in target.rows:
+        cfg = configs[row.experiment]
+        paper, note = paper_figures(cfg, row)
+        results.append(load_result(row.label, row.experiment, row.role, Path(cfg.run_dir), paper, row.source, note,
+                                   status=states[row.experiment]))
     intro = (f"{target.description} Runs: {', '.join(f'`{name}`' for name in configs)}; "
              f"`make {target.make}` runs them, `make report` renders this page again from what has run.")
     return write_report(report_dir(configs, target.name), title=target.title, intro=intro.strip(), results=results,
@@ -105,8 +112,9 @@ def run_target(name: str, overrides: list[str]) -> int:
     for number, (experiment, cfg) in enumerate(configs.items(), start=1):
         print(f"\n=== run {experiment} ({number} of {len(configs)}) ===", flush=True)
         # Stages identical to one in another run of the target are copied from there, not recomputed.
-        cfg.reuse_from = [str(other.run_dir) for name, other in configs.items() if name != experiment]
-        run_pipeline(cfg, argv=[f"experiment={experiment}", *overrides])
+        siblings = [str(other.run_dir) for name, other in configs.items() if name != experiment]
+        cfg.reuse_from = [*cfg.reuse_from, *siblings]
+        run_pipeline(cfg, argv=[f"experiment={experiment}", *overrides], check=False)  # check_target checked all
     print(f"report: {render_target_report(target, configs)}")
     return 0
 

@@ -30,6 +30,7 @@ class Estimate:
     disk_gb: float = 0.0          # what the stage writes under the run folder
     models: tuple[str, ...] = ()  # roles whose weights must be on local disk before it starts
     basis: str = ""               # the assumption behind gpu_hours
+    vllm: bool = False            # runs vLLM workers (cluster.vllm_python must exist)
 
     def line(self) -> str:
         parts = [f"~{self.gpu_hours:,.1f} GPU-hours on {self.gpus} GPU(s)" if self.gpus else "CPU only",
@@ -44,8 +45,7 @@ def estimate(cfg, stage, num_problems: int | None) -> Estimate:
         return _sampling(cfg, stage.param("role"), num_problems)
     if kind == "grade":
         sampling = cfg.teacher_sampling if stage.name == "grade_teacher" else cfg.eval_sampling
-        samples = (num_problems or 0) * sampling.n
-        return Estimate(disk_gb=samples * (sampling.expected_tokens * JSONL_BYTES_PER_TOKEN + JSONL_BYTES_PER_RECORD) / GB)
+        return Estimate(disk_gb=_records_gb(sampling, num_problems))
     if kind == "sft":
         return _training(cfg)
     return Estimate(disk_gb=0.01)
@@ -56,10 +56,8 @@ def _sampling(cfg, role: str, num_problems: int | None) -> Estimate:
 
     sampling = cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
     model = model_config(cfg, role)
-    samples = (num_problems or 0) * sampling.n
-    tokens = samples * sampling.expected_tokens
-    # chunk files plus the merged generations.jsonl: twice the records
-    disk = 2 * samples * (sampling.expected_tokens * JSONL_BYTES_PER_TOKEN + JSONL_BYTES_PER_RECORD) / GB
+    tokens = (num_problems or 0) * sampling.n * sampling.expected_tokens
+    disk = 2 * _records_gb(sampling, num_problems)  # chunk files plus the merged generations.jsonl
     models = () if role == "sft" else (role,)
     if model.source == "toy":
         return Estimate(disk_gb=disk, models=models, basis="toy model on CPU")
@@ -68,7 +66,14 @@ def _sampling(cfg, role: str, num_problems: int | None) -> Estimate:
     hours = tokens / sampling.throughput_tokens_per_s / 3600 * tp
     basis = (f"{tokens / 1e6:,.1f}M tokens at {sampling.throughput_tokens_per_s} tokens/s per {tp}-GPU replica, "
              f"`throughput_tokens_per_s`, an assumption")
-    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=disk, models=models, basis=basis)
+    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=disk, models=models, basis=basis,
+                    vllm=sampling.backend == "vllm")
+
+
+def _records_gb(sampling, num_problems: int | None) -> float:
+    """One jsonl copy of the stage's generation records."""
+    samples = (num_problems or 0) * sampling.n
+    return samples * (sampling.expected_tokens * JSONL_BYTES_PER_TOKEN + JSONL_BYTES_PER_RECORD) / GB
 
 
 def _training(cfg) -> Estimate:
@@ -93,7 +98,8 @@ def total(estimates: list[Estimate]) -> Estimate:
     return Estimate(gpus=max((e.gpus for e in estimates), default=0),
                     gpu_hours=sum(e.gpu_hours for e in estimates),
                     disk_gb=sum(e.disk_gb for e in estimates),
-                    models=tuple(dict.fromkeys(m for e in estimates for m in e.models)))
+                    models=tuple(dict.fromkeys(m for e in estimates for m in e.models)),
+                    vllm=any(e.vllm for e in estimates))
 
 
 def size_text(gb: float) -> str:
@@ -109,9 +115,25 @@ def unmet_requirements(cfg, needs: Estimate, *, hardware: bool = True, models: b
     problems = []
     if hardware:
         problems += _unmet_hardware(cfg, needs, visible_gpus)
+        if needs.vllm and missing_vllm_python(cfg):
+            problems.append(missing_vllm_python(cfg))
     if models and not cfg.cluster.allow_downloads:
         problems += [problem for role in needs.models if (problem := _missing_model(cfg, role))]
     return problems
+
+
+def vllm_python(cfg) -> str:
+    """The interpreter of the environment vLLM is installed in (cluster.vllm_python; null: this one)."""
+    import sys
+
+    return cfg.cluster.vllm_python or sys.executable
+
+
+def missing_vllm_python(cfg) -> str | None:
+    if shutil.which(vllm_python(cfg)):
+        return None
+    return (f"cluster.vllm_python={vllm_python(cfg)} is not an executable; point it at the python of the virtualenv "
+            f"that has vLLM (our image: /opt/vllm-venv/bin/python), or set it to null to run vLLM with this python.")
 
 
 def _unmet_hardware(cfg, needs: Estimate, visible_gpus: int | None) -> list[str]:
@@ -160,12 +182,18 @@ def _missing_model(cfg, role: str) -> str | None:
 
     model = model_config(cfg, role)
     key = "teacher" if role == "teacher" else "student"
+    if model.source in ("hub", "local") and not model.path:
+        return f"{key}.path is empty; set it to a hub id or a local Hugging Face model folder."
     if model.source == "local" and not (Path(model.path) / "config.json").is_file():
         return f"{key}.path={model.path} has no config.json; point it at a Hugging Face model folder."
     if model.source != "hub":
         return None
-    snapshots = hub_cache_dir() / f"models--{model.path.replace('/', '--')}" / "snapshots"
-    wanted = [snapshots / model.revision] if model.revision else list(snapshots.glob("*")) if snapshots.is_dir() else []
+    repo = hub_cache_dir() / f"models--{model.path.replace('/', '--')}"
+    if model.revision:  # a commit id names its snapshot; a branch or tag is resolved through refs/
+        ref = repo / "refs" / model.revision
+        wanted = [repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else model.revision)]
+    else:
+        wanted = list((repo / "snapshots").glob("*"))
     if any((folder / "config.json").is_file() for folder in wanted):
         return None
     size = f" (~{size_text(float(model.num_params_b) * BF16_BYTES_PER_PARAM)})" if model.get("num_params_b") else ""

@@ -26,6 +26,7 @@ from nemo_recipes.errors import UserError
 
 REPRODUCE_DIR = Path(os.environ.get("NEMO_RECIPES_REPRODUCE", Path(__file__).resolve().parents[1] / "reproduce"))
 PAPER_METRICS = ("pass@1", "maj@64")
+PAPER_BENCHMARK = "comp-math-24-25"  # every figure in reproduce/ is on Comp-Math-24-25
 ROLES = ("base", "sft", "teacher")
 
 
@@ -65,9 +66,13 @@ def load_target(name: str) -> Target:
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with name, title, make and rows.")
     for key in ("name", "title", "make", "rows"):
         if key not in data:
             raise UserError(f"{path}: missing key '{key}'.")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise UserError(f"{path}: rows must be a non-empty list.")
     if data["name"] != name:
         raise UserError(f"{path}: name is '{data['name']}' but the file is {name}.yaml; make them the same.")
     rows = tuple(_row(path, index, row) for index, row in enumerate(data["rows"]))
@@ -76,9 +81,13 @@ def load_target(name: str) -> Target:
 
 def _row(path: Path, index: int, row: dict) -> Row:
     where = f"{path}: rows[{index}]"
+    if not isinstance(row, dict):
+        raise UserError(f"{where} must be a mapping with label, experiment, role and paper.")
     for key in ("label", "experiment", "role", "paper"):
         if key not in row:
             raise UserError(f"{where}: missing key '{key}'.")
+    if not isinstance(row["paper"], dict):
+        raise UserError(f"{where}.paper must map pass@1 and maj@64 to figures (null where not obtained).")
     if row["role"] not in ROLES:
         raise UserError(f"{where}.role is '{row['role']}'; use one of {', '.join(ROLES)}.")
     if not (REPRODUCE_DIR.parent / "conf" / "experiment" / f"{row['experiment']}.yaml").is_file():
@@ -92,6 +101,16 @@ def _row(path: Path, index: int, row: dict) -> Row:
     paper = {metric: row["paper"].get(metric) for metric in PAPER_METRICS}
     return Row(label=row["label"], experiment=row["experiment"], role=row["role"], paper=paper,
                source=row.get("source", ""), note=row.get("note", ""))
+
+
+def paper_figures(cfg, row: Row | None) -> tuple[dict, str]:
+    """The paper's figures a run's numbers are compared with, and a note when none apply to this run's config."""
+    if row is None:
+        return {}, ""
+    if cfg.benchmark.name != PAPER_BENCHMARK:
+        return {}, (f"the paper's figures are on {PAPER_BENCHMARK}; this run's benchmark is {cfg.benchmark.name}, so "
+                    f"none is compared")
+    return dict(row.paper), row.note
 
 
 def paper_row(experiment: str, role: str) -> Row | None:

@@ -254,11 +254,13 @@ def test_cli_exits_1_with_one_sentence_per_problem(tmp_path):
     requirements.write_text("nemo_toolkit==2.1.0\nmegatron-core==0.10.0\nnemo-aligner==0.7.0\n")
     result = subprocess.run([sys.executable, str(CHECK_SCRIPT), "--requirements", str(requirements),
                              "--sft-script", str(tmp_path / "no_sft.py"),
-                             "--qwen2-converter", str(tmp_path / "no_converter.py")],
+                             "--qwen2-converter", str(tmp_path / "no_converter.py"),
+                             "--qwen2-exporter", str(tmp_path / "no_exporter.py")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert any("no_sft.py" in line for line in lines) and any("no_converter.py" in line for line in lines)
+    assert any("no_exporter.py" in line for line in lines)
     assert all(line.startswith("the base image has") and line.endswith(".") for line in lines), lines
 
 
@@ -267,6 +269,9 @@ def test_cli_exits_0_with_a_summary_when_everything_matches(tmp_path, scripts, m
     requirements.write_text("nemo_toolkit==2.1.0\nmegatron-core==0.10.0\nnemo-aligner==0.7.0\n")
     monkeypatch.setattr(civ, "installed_versions", lambda: dict(PINS))
     sft, converter = scripts.values()
-    code = civ.main(["--requirements", str(requirements), "--sft-script", str(sft), "--qwen2-converter", str(converter)])
+    exporter = converter.with_name("convert_qwen2_nemo_to_hf.py")
+    exporter.write_text("# stand-in\n")
+    code = civ.main(["--requirements", str(requirements), "--sft-script", str(sft), "--qwen2-converter", str(converter),
+                     "--qwen2-exporter", str(exporter)])
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("base image OK: nemo_toolkit 2.1.0, megatron-core 0.10.0, nemo-aligner 0.7.0")

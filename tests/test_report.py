@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -27,22 +28,29 @@ def _graded(correct_per_problem: list[int]) -> list[dict]:
     return records
 
 
-def _write_run(run_dir, roles: dict[str, list[int]], trains: bool) -> dict:
-    (run_dir / "metrics").mkdir(parents=True)
+def _write_run(cfg, roles: dict[str, list[int]]) -> dict:
+    """A run folder whose every stage is complete under `cfg`, as the engine leaves it: manifests with the config
+    hashes and input fingerprints the engine computes, and the files the report reads."""
+    from nemo_recipes.pipeline import _inputs_digest, config_digest, config_values, stage_graph
+
+    run_dir = Path(cfg.run_dir)
+    versions = {"python": "3.11", "vllm": "0.32.0", "nemo_aligner": "0.7.0"}
+    summaries = {"select": {"mean_tokens": 3012, "eligible_problems": 41},
+                 "sft": {"backend": "nemo_aligner", "final_loss": 0.4321}}
+    for number, stage in enumerate(s for s in stage_graph(cfg) if s.name != "report"):
+        (run_dir / stage.name).mkdir(parents=True, exist_ok=True)
+        manifest = {"stage": stage.name, "status": "complete", "config_hash": config_digest(cfg, stage),
+                    "inputs_hash": _inputs_digest(stage, run_dir), "config": config_values(cfg, stage),
+                    "fingerprint": f"{number:02d}" * 32, "ended": "2026-11-29T00:00:00+00:00",
+                    "argv": ["python", "-m", "nemo_recipes", f"experiment={cfg.experiment_name}"],
+                    "versions": versions, "summary": summaries.get(stage.name, {})}
+        (run_dir / stage.name / "manifest.json").write_text(json.dumps(manifest))
     metrics = {role: {"model": f"model-{role}", "metrics": compute_metrics(_graded(counts), bootstrap=200, seed=0)}
                for role, counts in roles.items()}
     (run_dir / "metrics" / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "metrics" / "lengths.json").write_text(json.dumps(
         {role: {"correct": [3000, 3100], "incorrect": [5000]} for role in roles}))
-    manifest = {"stage": "metrics", "status": "complete", "config_hash": "c0ffee" * 8, "fingerprint": "f00d" * 16,
-                "ended": "2026-11-29T00:00:00+00:00", "argv": ["python", "-m", "nemo_recipes", "experiment=x"],
-                "versions": {"python": "3.11", "vllm": "0.32.0", "nemo_aligner": "0.7.0"}}
-    (run_dir / "metrics" / "manifest.json").write_text(json.dumps(manifest))
-    if trains:
-        for stage, summary in (("select", {"mean_tokens": 3012, "eligible_problems": 41}),
-                               ("sft", {"backend": "nemo_aligner", "final_loss": 0.4321})):
-            (run_dir / stage).mkdir()
-            (run_dir / stage / "manifest.json").write_text(json.dumps({**manifest, "stage": stage, "summary": summary}))
+    if (run_dir / "select").exists():
         (run_dir / "select" / "sft.jsonl").write_text("".join(
             json.dumps({"input": "q", "output": "a", "num_tokens": 2900 + i, "source": "QwQ-32B-Preview"}) + "\n"
             for i in range(20)))
@@ -52,9 +60,9 @@ def _write_run(run_dir, roles: dict[str, list[int]], trains: bool) -> dict:
 @pytest.fixture
 def rendered(tmp_path):
     target = load_target("main")
-    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}"])
+    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}", "metrics.seed=7", "metrics.tie_rule=sorted"])
     sft_counts = [0, 8, 16, 24, 32, 40, 48, 56, 64, 0, 8, 16]
-    metrics = _write_run(tmp_path / "main", {"base": [0] * 12, "sft": sft_counts}, trains=True)
+    metrics = _write_run(configs["main"], {"base": [0] * 12, "sft": sft_counts})
     path = reproduce.render_target_report(target, configs)  # eval-qwen2.5-math-72b-instruct has not run
     return path, metrics, sft_counts
 
@@ -73,20 +81,21 @@ def test_each_cell_shows_ours_paper_delta_and_ci(rendered):
     overall = metrics["sft"]["metrics"]["overall"]
     pass1 = 100 * sum(sft_counts) / (NUM_PROBLEMS * K)
     assert overall["pass@1"] == pytest.approx(pass1)
-    # the wrong '0' wins the vote unless at least half are correct: a 32-32 tie goes to the first-seen (correct) answer
+    # the wrong '0' wins the vote unless at least half are correct: the fixture's metrics break a 32-32 tie by
+    # first-seen answer, the correct one
     maj = 100 * sum(count >= K // 2 for count in sft_counts) / NUM_PROBLEMS
     assert overall["maj@64"] == pytest.approx(maj)
     low, high = overall["pass@1_ci"]
     maj_low, maj_high = overall["maj@64_ci"]
-    row = (f"| Qwen2.5-32B + SFT on 20 QwQ-32B-Preview traces [1] | `main` (sft) | {pass1:.2f} | 17.10 | "
+    row = (f"| Qwen2.5-32B + SFT on 20 QwQ-32B-Preview traces [1] | `main` (sft) | 64 | {pass1:.2f} | 17.10 | "
            f"{pass1 - 17.10:+.2f} | [{low:.2f}, {high:.2f}] | {maj:.2f} | 27.73 | {maj - 27.73:+.2f} | "
            f"[{maj_low:.2f}, {maj_high:.2f}] |")
     text = path.read_text()
     assert row in text
     # The baseline has not run: its paper figures are still shown, with their note; the untuned base has no figure.
-    assert "| Qwen2.5-Math-72B-Instruct [2] | `eval-qwen2.5-math-72b-instruct` (base) | not run | 11.72 |  |  | " \
+    assert "| Qwen2.5-Math-72B-Instruct [2] | `eval-qwen2.5-math-72b-instruct` (base) |  | not run | 11.72 |  |  | " \
            "not run | 16.14 |  |  |" in text
-    assert "| Qwen2.5-32B base (no SFT) [3] | `main` (base) | 0.00 |  |  | [0.00, 0.00] | 0.00 |  |  |" in text
+    assert "| Qwen2.5-32B base (no SFT) [3] | `main` (base) | 64 | 0.00 |  |  | [0.00, 0.00] | 0.00 |  |  |" in text
     assert "[3] the paper's figure for the untuned base was not obtained" in text
     assert "3-6 points of run-to-run spread" in text
 
@@ -106,9 +115,12 @@ def test_provenance_and_training_come_from_the_manifests(rendered):
     assert "- `main`: 20 traces of QwQ-32B-Preview (mean 3012 student tokens, from 41 problems" in text
     assert "final loss 0.4321" in text
     assert "- `eval-qwen2.5-math-72b-instruct`: evaluation only, no training." in text
-    assert "| metrics | `c0ffeec0ffee` | `f00df00df00d` |" in text
+    # Seeds and settings as each stage's manifest recorded them (the run was made with metrics.seed=7, sorted ties)
+    assert "| metrics | `" in text and "`metrics.tie_rule=sorted`, `metrics.seed=7`" in text
+    assert "`teacher_sampling.n=512`, `teacher_sampling.temperature=0.7`" in text and "`teacher_sampling.seed=0`" in text
+    assert "`teacher.path=Qwen/QwQ-32B-Preview`" in text and "`eval_sampling.seed=1000`" in text
+    assert "`selection.strategy=paper`" in text and "`sft.seed=1234`" in text
     assert "Versions: python 3.11, vllm 0.32.0, nemo_aligner 0.7.0." in text
-    assert "Seeds: teacher sampling 0, eval sampling 1000, selection 0, SFT 1234, bootstrap 0. maj@k ties: `first`." in text
     assert "731558c9, 2025-07-12" in text  # which tie rule NeMo-Skills used at paper time
 
 
@@ -123,11 +135,27 @@ def test_curve_points_agree_with_the_headline_metrics():
     assert curve[0]["pass@1"] == 75.0 and curve[0]["maj"] == 75.0
 
 
-def test_a_metrics_stage_that_is_not_complete_is_not_reported(tmp_path):
-    from nemo_recipes.report.render import load_result
+def test_a_run_whose_config_changed_since_is_reported_stale_not_with_its_old_numbers(tmp_path):
+    target = load_target("main")
+    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}"])
+    _write_run(configs["main"], {"base": [0] * NUM_PROBLEMS, "sft": [64] * NUM_PROBLEMS})
+    changed = reproduce.compose_runs(target, [f"runs_root={tmp_path}", "eval_sampling.n=16"])
+    text = reproduce.render_target_report(target, changed).read_text()
+    assert "| `main` (sft) |  | sample_base stale: config changed | 17.10 |" in text
+    assert "100.00" not in text
 
-    _write_run(tmp_path / "run", {"sft": [64] * NUM_PROBLEMS}, trains=False)
-    assert load_result("x", "main", "sft", tmp_path / "run").metrics["overall"]["pass@1"] == 100.0
-    manifest = tmp_path / "run" / "metrics" / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "running"}))
-    assert load_result("x", "main", "sft", tmp_path / "run").metrics is None
+
+def test_runs_with_different_sample_counts_share_one_report(tmp_path):
+    target = load_target("main")
+    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}"])
+    _write_run(configs["main"], {"base": [0] * NUM_PROBLEMS, "sft": [64] * NUM_PROBLEMS})
+    baseline = configs["eval-qwen2.5-math-72b-instruct"]
+    _write_run(baseline, {"base": [64] * NUM_PROBLEMS})  # then its metrics are replaced by 8 samples per problem
+    eight = compute_metrics([r for r in _graded([8] * NUM_PROBLEMS) if r["sample_idx"] < 8], bootstrap=0)
+    (Path(baseline.run_dir) / "metrics" / "metrics.json").write_text(
+        json.dumps({"base": {"model": "m", "metrics": eight}}))
+    text = reproduce.render_target_report(target, configs).read_text()
+    assert "| model | run | k | pass@1 | paper | delta | 95% CI | maj@k | paper | delta | 95% CI |" in text
+    # k=8: the paper's maj@64 is shown but not subtracted; pass@1 still is
+    assert "| Qwen2.5-Math-72B-Instruct [2] | `eval-qwen2.5-math-72b-instruct` (base) | 8 | 100.00 | 11.72 | +88.28 |" \
+           "  | 100.00 | 16.14 |  |" in text

@@ -69,22 +69,38 @@ def test_every_run_of_every_target_composes_into_the_run_it_names(name):
         assert cfg.benchmark.name == "comp-math-24-25" and cfg.eval_sampling.n == 64
 
 
+# What each ablation may change relative to the main run (plus its name, folder and report title); everything else --
+# the teacher sampling its reuse of main's stages depends on, the SFT recipe, the evaluation -- must be main's.
+ABLATED = {
+    "ablation-scale-7b": {"student"},
+    "ablation-scale-14b": {"student"},
+    "ablation-correctness-incorrect": {"selection"},
+    "ablation-non-reasoning": {"teacher", "teacher_sampling"},
+    "ablation-source-qwq-released": {"selection"},
+    **{f"ablation-source-human-stage{stage}": {"selection"} for stage in range(1, 5)},
+}
+
+
 def test_each_ablation_changes_only_what_it_ablates():
-    configs = {**reproduce.compose_runs(load_target("ablation-scale"), []),
-               **reproduce.compose_runs(load_target("ablation-source"), []),
-               **reproduce.compose_runs(load_target("ablation-correctness"), [])}
-    main = configs["main"]
+    from omegaconf import OmegaConf
+
+    configs = {}
+    for name in ("ablation-scale", "ablation-source", "ablation-correctness"):
+        configs.update(reproduce.compose_runs(load_target(name), []))
+    main = OmegaConf.to_container(configs.pop("main"), resolve=True)
+    assert set(configs) == set(ABLATED)
+    for experiment, cfg in configs.items():
+        values = OmegaConf.to_container(cfg, resolve=True)
+        changed = {key for key in main if values[key] != main[key]} - {"experiment_name", "run_dir", "report"}
+        assert changed == ABLATED[experiment], experiment
     assert configs["ablation-scale-7b"].student.path == "Qwen/Qwen2.5-7B"
     assert configs["ablation-scale-14b"].student.path == "Qwen/Qwen2.5-14B"
-    assert configs["ablation-scale-7b"].sft == main.sft and configs["ablation-scale-7b"].selection == main.selection
     assert configs["ablation-correctness-incorrect"].selection.require == "incorrect"
     assert configs["ablation-non-reasoning"].teacher.path == "Qwen/Qwen2.5-72B-Instruct"
     for stage in range(1, 5):
         selection = configs[f"ablation-source-human-stage{stage}"].selection
         assert (selection.strategy, selection.solution_type) == ("released", f"human_stage{stage}")
     assert configs["ablation-source-qwq-released"].selection.solution_type == "qwq_32b_preview"
-    for cfg in configs.values():
-        assert cfg.student.path in ("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-14B", "Qwen/Qwen2.5-32B")
 
 
 def test_the_makefile_runs_each_target_with_its_name():
@@ -96,6 +112,10 @@ def test_the_makefile_runs_each_target_with_its_name():
     report = subprocess.run(["make", "-n", "report", "NEMO_RECIPES_IMAGE=1"], cwd=REPO, capture_output=True,
                             text=True, check=True).stdout
     assert "-m nemo_recipes.reproduce --report" in report
+    # Inside the image the tests still build their own .venv: never pip-install into the image's (NGC) python.
+    tests = subprocess.run(["make", "-n", "-B", "test", "NEMO_RECIPES_IMAGE=1"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout
+    assert ".venv/bin/python -m pip install" in tests and "python3 -m pip" not in tests
 
 
 def test_dry_run_prints_every_runs_plan_with_the_nemo_aligner_and_vllm_commands(tmp_path, capsys):
@@ -166,3 +186,7 @@ def test_a_targets_plan_counts_a_stage_its_runs_share_once(tmp_path, capsys):
         assert re.search(rf"{stage} +\[reused from run main\]", incorrect), stage
     for stage in ("select", "pack", "sft", "sample_sft"):
         assert re.search(rf"{stage} +\[pending\]", incorrect), stage
+    # The incorrect run costs only its own SFT (132.5) and SFT evaluation (36.4); the target adds main's 248.0.
+    runs = [float(hours.replace(",", "")) for hours in re.findall(r"\nstill to run: ~([\d,.]+) GPU-hours", plan)]
+    assert runs == [248.0, 168.9]
+    assert "target ablation-correctness, still to run: ~416.9 GPU-hours" in plan

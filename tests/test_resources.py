@@ -53,7 +53,8 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
     problems = unmet_requirements(cfg, needs, visible_gpus=4)
     assert problems[0] == "the plan needs 8 GPUs on this node (cluster.gpus_per_node=8) but nvidia-smi lists 4."
     assert problems[1].startswith(f"the pending stages write ~") and "has 100.0 GB free" in problems[1]
-    assert [p.split(" (")[0] for p in problems[2:]] == ["Qwen/QwQ-32B-Preview", "Qwen/Qwen2.5-32B"]
+    assert problems[2].startswith("cluster.vllm_python=/opt/vllm-venv/bin/python is not an executable")
+    assert [p.split(" (")[0] for p in problems[3:]] == ["Qwen/QwQ-32B-Preview", "Qwen/Qwen2.5-32B"]
 
     # A model in the Hugging Face cache layout is found; Slurm jobs leave the GPU count to the scheduler.
     for name in ("QwQ-32B-Preview", "Qwen2.5-32B"):
@@ -61,13 +62,24 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
         snapshot.mkdir(parents=True)
         (snapshot / "config.json").write_text("{}")
     monkeypatch.setattr(resources, "free_disk_gb", lambda path: 1e6)
+    here = ["cluster.vllm_python=null"]  # vLLM in this python, which exists
+    cfg = compose_config(["experiment=main", f"runs_root={tmp_path}/runs", *here])
     assert unmet_requirements(cfg, needs, visible_gpus=8) == []
-    slurm = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}"])
+    slurm = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}",
+                            *here])
     assert unmet_requirements(slurm, needs, visible_gpus=0) == []
-    pinned = compose_config(["experiment=main", "teacher.revision=fffffff", f"runs_root={tmp_path}"])
+    pinned = compose_config(["experiment=main", "teacher.revision=fffffff", f"runs_root={tmp_path}", *here])
     assert "--revision fffffff" in unmet_requirements(pinned, needs, visible_gpus=8)[0]
-    assert unmet_requirements(compose_config(["experiment=main", "cluster.allow_downloads=true",
+    assert unmet_requirements(compose_config(["experiment=main", "cluster.allow_downloads=true", *here,
                                               "teacher.revision=fffffff"]), needs, visible_gpus=8) == []
+    # A branch or tag revision is found through the cache's refs/, as huggingface_hub resolves it.
+    (tmp_path / "hub" / "models--Qwen--QwQ-32B-Preview" / "refs").mkdir()
+    (tmp_path / "hub" / "models--Qwen--QwQ-32B-Preview" / "refs" / "main").write_text("0123abc")
+    branch = compose_config(["experiment=main", "teacher.revision=main", f"runs_root={tmp_path}", *here])
+    assert unmet_requirements(branch, needs, visible_gpus=8) == []
+    empty = compose_config(["experiment=main", "student.path=null", f"runs_root={tmp_path}", *here])
+    assert unmet_requirements(empty, needs, visible_gpus=8) == [
+        "student.path is empty; set it to a hub id or a local Hugging Face model folder."]
 
 
 def test_a_run_refuses_before_writing_anything(tmp_path, monkeypatch, capsys):

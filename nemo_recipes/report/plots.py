@@ -21,24 +21,25 @@ def _save(figure, path: Path) -> None:
     _pyplot().close(figure)
 
 
-def results_bars(results: list, k: int, path: Path, title: str) -> None:
-    """pass@1 and maj@k per model with their 95% bootstrap intervals."""
+def results_bars(results: list, path: Path, title: str) -> None:
+    """pass@1 and maj@k (each run's own k) per model with their 95% bootstrap intervals; the paper's as marks."""
+    from nemo_recipes.report.render import paper_metric
+
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(2.2 + 1.7 * len(results), 3.8), dpi=120)
     width = 0.38
     top = 0.0
-    for offset, metric in enumerate(("pass@1", f"maj@{k}")):
+    for offset, kind in enumerate(("pass@1", "maj@k")):
         xs = [i + (offset - 0.5) * width for i in range(len(results))]
-        blocks = [r.overall for r in results]
-        values = [b[metric] for b in blocks]
-        lows = [b[f"{metric}_ci"][0] if b.get(f"{metric}_ci") else v for b, v in zip(blocks, values)]
-        highs = [b[f"{metric}_ci"][1] if b.get(f"{metric}_ci") else v for b, v in zip(blocks, values)]
-        bars = axis.bar(xs, values, width, yerr=[[v - lo for v, lo in zip(values, lows)],
-                                                 [hi - v for v, hi in zip(values, highs)]], capsize=3, label=metric)
+        metrics = ["pass@1" if kind == "pass@1" else f"maj@{r.k}" for r in results]
+        values = [r.overall[m] for r, m in zip(results, metrics)]
+        intervals = [r.overall.get(f"{m}_ci") or [v, v] for r, m, v in zip(results, metrics, values)]
+        bars = axis.bar(xs, values, width, yerr=[[v - lo for v, (lo, _) in zip(values, intervals)],
+                                                 [hi - v for v, (_, hi) in zip(values, intervals)]],
+                        capsize=3, label=kind)
         axis.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        top = max(top, *highs)
-        paper_metric = "pass@1" if metric == "pass@1" else "maj@64" if k == 64 else None  # the paper's maj is @64
-        papers = [r.paper.get(paper_metric) if paper_metric else None for r in results]
+        top = max(top, *(hi for _, hi in intervals))
+        papers = [r.paper.get(paper_metric(m, r.k)) if paper_metric(m, r.k) else None for r, m in zip(results, metrics)]
         marked = [(x, p) for x, p in zip(xs, papers) if p is not None]
         if marked:
             axis.scatter(*zip(*marked), marker="_", s=400, color="black", zorder=3,
@@ -54,6 +55,9 @@ def results_bars(results: list, k: int, path: Path, title: str) -> None:
 
 def curves(results: list, path: Path, title: str) -> None:
     """maj@k and pass@1[avg-of-k] against the number of samples k, one line per model."""
+    results = [r for r in results if "curve" in r.overall]  # runs from before the curves were recorded have none
+    if not results:
+        return
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, sharey=True)
     for result in results:
@@ -72,15 +76,18 @@ def curves(results: list, path: Path, title: str) -> None:
     _save(figure, path)
 
 
-def subset_bars(results: list, k: int, path: Path, title: str) -> None:
-    """pass@1 and maj@k per benchmark subset, one bar per model."""
-    plt = _pyplot()
+def subset_bars(results: list, path: Path, title: str) -> None:
+    """pass@1 and maj@k (each run's own k) per benchmark subset, one bar per model."""
     subsets = sorted({name for r in results for name in r.metrics["subsets"]})
-    figure, axes = plt.subplots(1, 2, figsize=(4 + 1.4 * max(1, len(subsets)) * 2, 3.6), dpi=120, sharey=True)
+    if not subsets:
+        return
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(4 + 1.4 * len(subsets) * 2, 3.6), dpi=120, sharey=True)
     width = 0.8 / len(results)
-    for axis, metric in zip(axes, ("pass@1", f"maj@{k}")):
+    for axis, metric in zip(axes, ("pass@1", "maj@k")):
         for i, result in enumerate(results):
-            values = [result.metrics["subsets"].get(name, {}).get(metric, 0.0) for name in subsets]
+            key = metric if metric == "pass@1" else f"maj@{result.k}"
+            values = [result.metrics["subsets"].get(name, {}).get(key, 0.0) for name in subsets]
             xs = [s + (i - (len(results) - 1) / 2) * width for s in range(len(subsets))]
             axis.bar(xs, values, width, label=_wrap(result.label, 40))
         axis.set_xticks(range(len(subsets)), subsets, fontsize=8)
@@ -96,6 +103,8 @@ def length_histograms(results: list, sft_sets: dict[str, list[int]], path: Path,
     """Generation lengths per model (correct and incorrect samples), and the token lengths of each SFT set."""
     plt = _pyplot()
     panels = [r for r in results if r.lengths] + ([None] if sft_sets else [])
+    if not panels:
+        return
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows), dpi=120, squeeze=False)

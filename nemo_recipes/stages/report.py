@@ -6,9 +6,6 @@ every number. The layout is the one every reproduction target's report uses (nem
 
 from __future__ import annotations
 
-PAPER_BENCHMARK = "comp-math-24-25"
-
-
 def run(ctx) -> dict:
     from nemo_recipes.report.render import write_report
 
@@ -27,19 +24,21 @@ def plan(ctx) -> list[str]:
 def _results(ctx) -> list:
     from nemo_recipes.models import model_name
     from nemo_recipes.report.render import load_result
-    from nemo_recipes.targets import paper_row
+    from nemo_recipes.targets import paper_figures, paper_row
 
     cfg = ctx.cfg
     results = []
     for role in cfg.evaluate:
-        row = paper_row(cfg.experiment_name, role) if cfg.benchmark.name == PAPER_BENCHMARK else None
-        results.append(load_result(model_name(cfg, role), cfg.experiment_name, role, ctx.run_dir,
-                                   paper=row.paper if row else {}, source=row.source if row else "",
-                                   note=row.note if row else ""))
+        row = paper_row(cfg.experiment_name, role)
+        paper, note = paper_figures(cfg, row)
+        results.append(load_result(model_name(cfg, role), cfg.experiment_name, role, ctx.run_dir, paper=paper,
+                                   source=row.source if paper else "", note=note))
     return results
 
 
 def _intro(cfg) -> str:
+    from nemo_recipes.targets import PAPER_BENCHMARK
+
     s = cfg.eval_sampling
     text = (f"Experiment `{cfg.experiment_name}`: {', '.join(cfg.evaluate)} evaluated on {cfg.benchmark.name} with "
             f"{s.n} samples per problem (T={s.temperature}, top_p={s.top_p}, max {s.max_tokens} tokens, prompt "

@@ -79,16 +79,15 @@ def plan(ctx) -> list[str]:
 
 def _vllm_plan(ctx, role: str, sampling) -> list[str]:
     """The exact engine, request and worker commands the stage will use (generation/vllm.py builds the same)."""
-    import sys
-
     from nemo_recipes.generation.replicas import worker_command
     from nemo_recipes.generation.vllm import engine_kwargs, sampling_params_kwargs
+    from nemo_recipes.resources import vllm_python
 
     model = model_config(ctx.cfg, role)
     groups = _replica_groups(ctx.cfg, role, sampling)
     engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code)
     params = {**sampling_params_kwargs(sampling, 0), "seed": "<per sample>"}
-    python = ctx.cfg.cluster.vllm_python or sys.executable
+    python = vllm_python(ctx.cfg)
     return [f"vllm.LLM({_kwargs(engine)}) x {len(groups)} replica(s), CUDA_VISIBLE_DEVICES {' | '.join(groups)}",
             f"vllm.SamplingParams({_kwargs(params)})",
             "$ " + " ".join(worker_command(python, ctx.argv, ctx.stage.name, 0, len(groups)))
@@ -162,16 +161,13 @@ def _replica_groups(cfg, role: str, sampling) -> list[str]:
 
 
 def _vllm_python(cfg) -> str:
-    """The interpreter of the environment vLLM is installed in (null: this one)."""
-    import shutil
-    import sys
+    """The interpreter of the environment vLLM is installed in, checked (the plan only names it)."""
+    from nemo_recipes.resources import missing_vllm_python, vllm_python
 
-    python = cfg.cluster.vllm_python or sys.executable
-    if not shutil.which(python):
-        raise UserError(f"cluster.vllm_python={python} is not an executable; point it at the python of the "
-                        f"virtualenv that has vLLM (our image: /opt/vllm-venv/bin/python), or set it to null to "
-                        f"run vLLM with this python.")
-    return python
+    problem = missing_vllm_python(cfg)
+    if problem:
+        raise UserError(problem)
+    return vllm_python(cfg)
 
 
 def _run_replicas(ctx, groups: list[str]) -> None:
