@@ -272,7 +272,7 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
     needs = total(costs)
     models = ", ".join(str(model_path(cfg, role, build=False)) for role in needs.models) or "none"
     print(f"\nstill to run: ~{needs.gpu_hours:,.1f} GPU-hours (up to {needs.gpus} GPUs at once), "
-          f"~{size_text(needs.disk_gb)} of disk; models read from local disk: {models}")
+          f"~{size_text(needs.disk_gb + needs.peak_extra_gb)} of disk at the peak; models read from local disk: {models}")
     return needs
 
 

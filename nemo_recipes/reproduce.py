@@ -64,7 +64,7 @@ def plan_target(target, configs: dict, overrides: list[str]):
         print()
     overall = total(needs)
     print(f"target {target.name}, still to run: ~{overall.gpu_hours:,.1f} GPU-hours (up to {overall.gpus} GPUs at "
-          f"once), ~{size_text(overall.disk_gb)} of disk")
+          f"once), ~{size_text(overall.disk_gb + overall.peak_extra_gb)} of disk at the peak")
     return overall, needs
 
 

@@ -27,14 +27,16 @@ BF16_BYTES_PER_PARAM = 2
 class Estimate:
     gpus: int = 0                 # GPUs the stage holds at once on a node (0: CPU only)
     gpu_hours: float = 0.0
-    disk_gb: float = 0.0          # what the stage writes under the run folder
+    disk_gb: float = 0.0          # what the stage leaves under the run folder
+    peak_extra_gb: float = 0.0    # written while it runs and deleted before it ends (checkpoints, converter copies)
     models: tuple[str, ...] = ()  # roles whose weights must be on local disk before it starts
     basis: str = ""               # the assumption behind gpu_hours
     vllm: bool = False            # runs vLLM workers (cluster.vllm_python must exist)
 
     def line(self) -> str:
         parts = [f"~{self.gpu_hours:,.1f} GPU-hours on {self.gpus} GPU(s)" if self.gpus else "CPU only",
-                 f"~{size_text(self.disk_gb)} disk"]
+                 f"~{size_text(self.disk_gb)} disk" + (f" (+{size_text(self.peak_extra_gb)} while it runs)"
+                                                      if self.peak_extra_gb else "")]
         return "cost: " + ", ".join(parts) + (f" ({self.basis})" if self.basis else "")
 
 
@@ -85,19 +87,26 @@ def _training(cfg) -> Estimate:
     flops = 6 * params * tokens  # forward + backward of a dense decoder; attention stays within each packed sample
     hours = flops / (cluster.gpu_bf16_tflops * 1e12 * cluster.assumed_mfu) / 3600
     checkpoints = min(5, math.ceil(sft.max_steps / sft.save_interval)) + 1  # save_top_k 5, plus the -last copy
-    # base .nemo + checkpoints + final .nemo + the HF export and the converter's intermediate weights file
-    disk = params * (BF16_BYTES_PER_PARAM * 4 + CHECKPOINT_BYTES_PER_PARAM * checkpoints) / GB
+    kept = 2 * BF16_BYTES_PER_PARAM  # the trained .nemo and the HF export
+    transient = BF16_BYTES_PER_PARAM  # the NeMo->HF converter's intermediate weights file
+    training = BF16_BYTES_PER_PARAM + CHECKPOINT_BYTES_PER_PARAM * checkpoints  # base .nemo + Megatron checkpoints
+    if sft.get("keep_checkpoints", True):
+        kept += training
+    else:
+        transient += training
     gpus = int(cluster.nodes) * int(cluster.gpus_per_node) if sft.backend == "nemo_aligner" else 1
     basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens ({sft.max_steps} steps x "
              f"{sft.global_batch_size} packs x {sft.pack_size}) at {cluster.assumed_mfu:.0%} of "
              f"{cluster.gpu_bf16_tflops} TFLOP/s, `cluster.assumed_mfu`, an assumption; {checkpoints} checkpoints")
-    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=disk, models=("base",), basis=basis)
+    return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=params * kept / GB, peak_extra_gb=params * transient / GB,
+                    models=("base",), basis=basis)
 
 
 def total(estimates: list[Estimate]) -> Estimate:
     return Estimate(gpus=max((e.gpus for e in estimates), default=0),
                     gpu_hours=sum(e.gpu_hours for e in estimates),
                     disk_gb=sum(e.disk_gb for e in estimates),
+                    peak_extra_gb=max((e.peak_extra_gb for e in estimates), default=0.0),  # stages run one at a time
                     models=tuple(dict.fromkeys(m for e in estimates for m in e.models)),
                     vllm=any(e.vllm for e in estimates))
 
@@ -145,8 +154,9 @@ def _unmet_hardware(cfg, needs: Estimate, visible_gpus: int | None) -> list[str]
             problems.append(f"the plan needs {needs.gpus} GPUs on this node (cluster.gpus_per_node="
                             f"{cfg.cluster.gpus_per_node}) but nvidia-smi lists {visible_gpus}.")
     free = free_disk_gb(Path(cfg.runs_root))
-    if free < needs.disk_gb:
-        problems.append(f"the pending stages write ~{size_text(needs.disk_gb)} under {cfg.runs_root} but its file system "
+    if free < needs.disk_gb + needs.peak_extra_gb:
+        problems.append(f"the pending stages need ~{size_text(needs.disk_gb + needs.peak_extra_gb)} under "
+                        f"{cfg.runs_root} at their peak but its file system "
                         f"has {size_text(free)} free; free space or set runs_root to a bigger disk.")
     return problems
 

@@ -4,6 +4,7 @@ replaced by a fake that writes what each real step would (no GPU, no container h
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -264,6 +265,9 @@ class FakeLauncher:
             final = Path(config["exp_manager"]["explicit_log_dir"]) / "checkpoints" / "megatron_gpt_sft.nemo"
             final.parent.mkdir(parents=True)
             final.write_bytes(b"trained")
+            checkpoint = final.parent / "megatron_gpt_sft--step=50-last" / "model_weights"
+            checkpoint.mkdir(parents=True)
+            (checkpoint / "shard_0.distcp").write_bytes(b"optimizer and weights")
         elif step == "nemo_to_hf":
             arg("--output_path").write_bytes(b"weights")
             arg("--hf_output_path").mkdir()
@@ -324,6 +328,20 @@ def test_run_sft_runs_each_step_with_its_log_and_returns_the_hf_folder(sft_input
     again = FakeLauncher()
     assert run(sft_inputs, again) == model_dir
     assert again.commands == [], "every step is complete, nothing is relaunched"
+
+
+def test_checkpoints_are_kept_unless_asked_and_the_models_always_are(sft_inputs):
+    stage = sft_inputs["stage_dir"]
+    checkpoints = stage / "training" / "checkpoints"
+    run(sft_inputs, FakeLauncher())
+    assert (checkpoints / "megatron_gpt_sft--step=50-last").is_dir() and (stage / "base_model.nemo").exists()
+
+    shutil.rmtree(stage)
+    sft_inputs["cfg"].sft.keep_checkpoints = False
+    model_dir = run(sft_inputs, FakeLauncher())
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["megatron_gpt_sft.nemo"]
+    assert not (stage / "base_model.nemo").exists()
+    assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
 
 
 def test_a_crashed_training_is_resumed_without_converting_again(sft_inputs):

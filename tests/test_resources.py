@@ -29,8 +29,14 @@ def test_training_cost_is_six_flops_per_parameter_and_token_at_the_stated_mfu():
     cost = estimate(cfg, _stage(cfg, "sft"), None)
     tokens = 50 * 1024 * 16384
     assert cost.gpu_hours == pytest.approx(6 * 32.8e9 * tokens / (989e12 * 0.35) / 3600)
-    # base .nemo, final .nemo, HF export and the converter's weights file (2 bytes/param each) + 2 checkpoints
-    assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 4 + 14 * 2) / 1e9)
+    # kept: base .nemo, trained .nemo, HF export (2 bytes/param each) + 2 checkpoints (14 each); while it runs also
+    # the converter's intermediate weights file
+    assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 3 + 14 * 2) / 1e9)
+    assert cost.peak_extra_gb == pytest.approx(32.8e9 * 2 / 1e9)
+    lean = compose_config(["experiment=main", "sft.keep_checkpoints=false"])
+    lean_cost = estimate(lean, _stage(lean, "sft"), None)
+    assert lean_cost.disk_gb == pytest.approx(32.8e9 * 4 / 1e9)  # trained .nemo + HF export stay
+    assert lean_cost.disk_gb + lean_cost.peak_extra_gb == pytest.approx(cost.disk_gb + cost.peak_extra_gb)
     assert cost.gpus == 8 and cost.models == ("base",)
     halved = compose_config(["experiment=main", "sft.max_steps=25", "cluster.assumed_mfu=0.7"])
     assert estimate(halved, _stage(halved, "sft"), None).gpu_hours == pytest.approx(cost.gpu_hours / 4)
@@ -52,7 +58,7 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
     monkeypatch.setattr(resources, "free_disk_gb", lambda path: 100.0)
     problems = unmet_requirements(cfg, needs, visible_gpus=4)
     assert problems[0] == "the plan needs 8 GPUs on this node (cluster.gpus_per_node=8) but nvidia-smi lists 4."
-    assert problems[1].startswith(f"the pending stages write ~") and "has 100.0 GB free" in problems[1]
+    assert problems[1].startswith("the pending stages need ~") and "has 100.0 GB free" in problems[1]
     assert problems[2].startswith("cluster.vllm_python=/opt/vllm-venv/bin/python is not an executable")
     assert [p.split(" (")[0] for p in problems[3:]] == ["Qwen/QwQ-32B-Preview", "Qwen/Qwen2.5-32B"]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -129,8 +130,19 @@ def run_sft(
     environment = launch.sft_environment(cfg)
     for step in pending:
         _run_step(layout, step, run_command, environment)
-        _finish_step(layout, step, Path(hf_model_dir))
+        _finish_step(layout, step, Path(hf_model_dir), keep_checkpoints=bool(cfg.sft.get("keep_checkpoints", True)))
     return layout.hf_model
+
+
+def _delete_training_state(layout: SftLayout) -> None:
+    """sft.keep_checkpoints=false: what only further training would read -- the Megatron checkpoints (14 bytes per
+    parameter each) and the base .nemo. The trained .nemo and the HF model stay."""
+    layout.base_nemo.unlink(missing_ok=True)
+    for entry in layout.trained_nemo.parent.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry != layout.trained_nemo:
+            entry.unlink()
 
 
 def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str) -> list[SftStep]:
@@ -247,10 +259,12 @@ def _run_step(layout: SftLayout, step: SftStep, run_command: CommandRunner, envi
         raise UserError(f"the sft step '{step.name}' finished without writing {step.output}: {reason} ({log}).")
 
 
-def _finish_step(layout: SftLayout, step: SftStep, hf_model_dir: Path) -> None:
+def _finish_step(layout: SftLayout, step: SftStep, hf_model_dir: Path, keep_checkpoints: bool = True) -> None:
     if step.name == "nemo_to_hf":
         conversion.copy_tokenizer_files(hf_model_dir, layout.hf_model)
         layout.hf_weights.unlink(missing_ok=True)  # a second full copy of the weights
+        if not keep_checkpoints:
+            _delete_training_state(layout)
     write_json(layout.done_marker(step.name), {
         "step": step.name,
         "command": step.command,
