@@ -49,7 +49,7 @@ test: $(VENV)/.installed $(NEMO_VENV)/.installed ## all tests on CPU: unit, toy 
 test-fast: $(VENV)/.installed ## unit tests only (skips the slow toy-pipeline runs)
 	$(VENV_PY) -m pytest -q tests
 
-test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real NeMo 2.1 / NeMo-Aligner 0.7 classes
+test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real NeMo 2.2 / NeMo-Aligner 0.7 classes
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
 demo: $(INSTALLED) ## the whole pipeline on CPU with toy models the package builds (minutes, no GPU)

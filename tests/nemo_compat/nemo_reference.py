@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-SKIP_REASON = "needs NeMo 2.1 and NeMo-Aligner 0.7 (the .venv-nemo environment: make test-nemo)"
+SKIP_REASON = "needs NeMo 2.2 and NeMo-Aligner 0.7 (the .venv-nemo environment: make test-nemo)"
 
 PROMPT = (
     "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nSolve the following math problem. Make sure to put the "
@@ -68,6 +68,8 @@ def nemo_packed_file(jsonl: Path, tokenizer, output_dir: Path, *, pack_size: int
             sample["input_ids"] = sample["input_ids"] + [tokenizer.eos_id] * (target - len(sample["input_ids"]) + 1)
     sequences, histogram = create_hist(np.array(samples), pack_size)
     assignments = create_packing_strategy(histogram, pack_size, "first_fit_decreasing")
+    if isinstance(assignments, tuple):  # NeMo >= 2.2 returns (assignments, packing metadata)
+        assignments = assignments[0]
     packs = fill_packing_strategy(assignments, sequences, pack_size, tokenizer.eos_id)
     path = output_dir / f"packed_{pack_size}_seed0.npy"
     np.save(path, packs)
