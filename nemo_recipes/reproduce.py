@@ -43,7 +43,8 @@ def report_dir(configs: dict, target_name: str) -> Path:
 
 
 def plan_target(target, configs: dict, overrides: list[str]):
-    """Print every run's plan and the target's total; returns the total cost of what is still to run."""
+    """Print every run's plan and the target's total. Returns (the target's total, each run's own cost) of what is
+    still to run; a stage that an earlier run of the target computes is counted there only."""
     from nemo_recipes.pipeline import print_plan, selected_stages, stage_keys
     from nemo_recipes.resources import size_text, total
 
