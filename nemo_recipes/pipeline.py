@@ -89,8 +89,18 @@ def stage_graph(cfg) -> list[Stage]:
                             (("source", f"sample_{role}"),)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
-    stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",), ("report",)))
+    stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
+                        ("report", "benchmark.name"), (("paper", _paper_figures(cfg)),)))
     return stages
+
+
+def _paper_figures(cfg) -> str:
+    """The reproduce/ figures the run's report compares with: part of the report stage's hash, so an edited figure
+    renders the report again."""
+    from nemo_recipes.targets import paper_row
+
+    rows = {role: paper_row(cfg.experiment_name, role) for role in cfg.evaluate}
+    return json.dumps({role: [row.paper, row.source, row.note] for role, row in rows.items() if row}, sort_keys=True)
 
 
 @dataclasses.dataclass

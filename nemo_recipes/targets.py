@@ -19,6 +19,7 @@ A target file:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def _row(path: Path, index: int, row: dict) -> Row:
         raise UserError(f"{where}.paper must map pass@1 and maj@64 to figures (null where not obtained).")
     if row["role"] not in ROLES:
         raise UserError(f"{where}.role is '{row['role']}'; use one of {', '.join(ROLES)}.")
-    if not (REPRODUCE_DIR.parent / "conf" / "experiment" / f"{row['experiment']}.yaml").is_file():
+    from nemo_recipes.cli import CONF_DIR
+
+    if not (CONF_DIR / "experiment" / f"{row['experiment']}.yaml").is_file():
         raise UserError(f"{where}.experiment: there is no conf/experiment/{row['experiment']}.yaml.")
     unknown = set(row["paper"]) - set(PAPER_METRICS)
     if unknown:
@@ -115,8 +118,18 @@ def paper_figures(cfg, row: Row | None) -> tuple[dict, str]:
 
 def paper_row(experiment: str, role: str) -> Row | None:
     """The first target row for this run and role: where a single run's report finds the paper's figures."""
-    for name in sorted(target_names(), key=lambda name: name != "main"):  # the headline table first
+    return _rows_by_run(_files_state()).get((experiment, role))
+
+
+def _files_state() -> tuple:
+    return tuple((path.name, path.stat().st_mtime_ns) for path in sorted(REPRODUCE_DIR.glob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _rows_by_run(files_state: tuple) -> dict:
+    """{(experiment, role): row} over every target, the headline table first; read again when a file changes."""
+    rows: dict = {}
+    for name in sorted(target_names(), key=lambda name: name != "main"):
         for row in load_target(name).rows:
-            if row.experiment == experiment and row.role == role:
-                return row
-    return None
+            rows.setdefault((row.experiment, row.role), row)
+    return rows

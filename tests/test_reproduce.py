@@ -156,8 +156,6 @@ def test_a_bad_target_file_is_one_sentence_naming_the_file_and_row(tmp_path, mon
     from nemo_recipes import targets
 
     (tmp_path / "reproduce").mkdir()
-    (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "main.yaml").write_text("{}\n")
     monkeypatch.setattr(targets, "REPRODUCE_DIR", tmp_path / "reproduce")
     bad = tmp_path / "reproduce" / "bad.yaml"
     bad.write_text("name: bad\ntitle: t\nmake: bad\nrows:\n"
@@ -190,3 +188,24 @@ def test_a_targets_plan_counts_a_stage_its_runs_share_once(tmp_path, capsys):
     runs = [float(hours.replace(",", "")) for hours in re.findall(r"\nstill to run: ~([\d,.]+) GPU-hours", plan)]
     assert runs == [248.0, 168.9]
     assert "target ablation-correctness, still to run: ~416.9 GPU-hours" in plan
+
+
+def test_an_edited_paper_figure_makes_the_runs_report_stage_render_again(tmp_path, monkeypatch):
+    import shutil
+
+    from nemo_recipes import targets
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import config_digest, stage_graph
+
+    def report_hash():
+        cfg = compose_config(["experiment=main"])
+        return config_digest(cfg, next(stage for stage in stage_graph(cfg) if stage.name == "report"))
+
+    before = report_hash()
+    copy = tmp_path / "reproduce"
+    shutil.copytree(targets.REPRODUCE_DIR, copy)
+    monkeypatch.setattr(targets, "REPRODUCE_DIR", copy)
+    assert report_hash() == before  # same figures, same hash
+    main = copy / "main.yaml"
+    main.write_text(main.read_text().replace("{pass@1: 17.10, maj@64: 27.73}", "{pass@1: 17.20, maj@64: 27.73}"))
+    assert report_hash() != before
