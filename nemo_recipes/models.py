@@ -46,10 +46,9 @@ def local_model_dir(cfg, role: str, download: bool = True) -> str:
     if role == "sft" or model.source != "hub" or Path(path).is_dir():
         return path
     if not download:  # where snapshot_download will put it, without importing the hub client
-        import os
+        from nemo_recipes.resources import hub_repo_dir
 
-        home = os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface"))
-        return f"{home}/hub/models--{path.replace('/', '--')}/snapshots/<{model.revision or 'main'}>"
+        return f"{hub_repo_dir(path)}/snapshots/<{model.revision or 'main'}>"
     from huggingface_hub import snapshot_download
 
     return snapshot_download(repo_id=path, revision=model.revision)

@@ -220,11 +220,11 @@ def _reuse(cfg, ctx: StageContext, config_hash: str, inputs_hash: str) -> bool:
     """Copy the stage from another run folder (cfg.reuse_from) where the same stage is complete with the same
     config and the same inputs -- the same computation, e.g. teacher sampling shared by the main run and the
     correctness ablation. Files are hard-linked when the file system allows it (a 32B SFT stage is ~1 TB)."""
-    if ctx.dir.exists():  # something of this run is there already: never overwrite it
+    if ctx.dir.exists():  # something of this run is there already (and reuse_from naming this run finds nothing)
         return False
     for other in cfg.get("reuse_from") or []:
         source = Path(other) / ctx.stage.name
-        if source.resolve() == ctx.dir.resolve() or not (source / MANIFEST).exists():
+        if not (source / MANIFEST).exists():
             continue
         manifest = read_json(source / MANIFEST)
         if manifest.get("status") != "complete" or (manifest.get("config_hash"), manifest.get("inputs_hash")) != (

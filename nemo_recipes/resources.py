@@ -182,9 +182,14 @@ def free_disk_gb(path: Path) -> float:
 
 
 def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps models (HF_HUB_CACHE, else $HF_HOME/hub), found without importing it."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
     return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def hub_repo_dir(repo_id: str) -> Path:
+    return hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
 
 
 def _missing_model(cfg, role: str) -> str | None:
@@ -198,7 +203,7 @@ def _missing_model(cfg, role: str) -> str | None:
         return f"{key}.path={model.path} has no config.json; point it at a Hugging Face model folder."
     if model.source != "hub":
         return None
-    repo = hub_cache_dir() / f"models--{model.path.replace('/', '--')}"
+    repo = hub_repo_dir(model.path)
     if model.revision:  # a commit id names its snapshot; a branch or tag is resolved through refs/
         ref = repo / "refs" / model.revision
         wanted = [repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else model.revision)]

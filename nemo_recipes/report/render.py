@@ -68,8 +68,7 @@ def load_result(label: str, experiment: str, role: str, run_dir: Path, paper: di
     are read only from a complete run, never from one whose config has changed since."""
     result = Result(label, experiment, role, Path(run_dir), dict(paper or {}), source, note, status=status)
     metrics_dir = result.run_dir / "metrics"
-    manifest = metrics_dir / "manifest.json"
-    if status != "complete" or not manifest.exists() or read_json(manifest).get("status") != "complete":
+    if status != "complete" or _manifest(result.run_dir, "metrics") is None:
         result.status = status if status != "complete" else "not run"
         return result
     evaluated = read_json(metrics_dir / "metrics.json").get(role)
