@@ -6,10 +6,12 @@ The Dockerfile runs this right after FROM, before anything slow, so a wrong base
     python3 docker/check_image_versions.py --requirements requirements/nemo-cpu.txt
 
 It compares the installed nemo_toolkit, megatron-core and nemo-aligner with the `name==version` pins in
-requirements/nemo-cpu.txt (the environment tests/nemo_compat runs in, taken from NeMo-Aligner v0.7.0's Dockerfile),
-and checks that the three scripts the nemo_aligner backend launches are where conf/cluster/local.yaml expects them.
-Each problem is one sentence; the exit status is 1 if there is any. Standard library only: it runs on the image's
-own python3 before our package is installed.
+requirements/nemo-cpu.txt (the environment tests/nemo_compat runs in: the NGC 25.02 image's NeMo 2.2.0 stack),
+checks that the three scripts the nemo_aligner backend launches are where conf/cluster/local.yaml expects them, and
+asks the image's GPTSFTPackedDataset where it reads a packed loss mask (NeMo 2.2 reads it one position earlier than
+2.1; our packs are written for one of the two, sft.loss_mask_alignment). Each problem is one sentence; the exit
+status is 1 if there is any. Standard library and the image's NeMo only: it runs on the image's own python3 before
+our package is installed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ PACKAGES = ("nemo_toolkit", "megatron-core", "nemo-aligner")
 SFT_SCRIPT = "/opt/NeMo-Aligner/examples/nlp/gpt/train_gpt_sft.py"
 QWEN2_CONVERTER = "/opt/NeMo/scripts/checkpoint_converters/convert_qwen2_hf_to_nemo.py"
 QWEN2_EXPORTER = "/opt/NeMo/scripts/checkpoint_converters/convert_qwen2_nemo_to_hf.py"
+
+# Where our packs put the loss mask by default (nemo_recipes.packing.DEFAULT_LOSS_MASK_ALIGNMENT; a test keeps the
+# two equal): "label" = GPTSFTPackedDataset weights the labels of [s, e) with mask[s:e-1], as NeMo 2.2 does.
+EXPECTED_LOSS_MASK_ALIGNMENT = "label"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REQUIREMENTS = REPO_ROOT / "requirements" / "nemo-cpu.txt"
@@ -64,9 +70,27 @@ def installed_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | 
     return versions
 
 
+def loss_mask_alignment() -> str:
+    """Where the installed NeMo's GPTSFTPackedDataset reads a packed loss mask: "label" (mask[s:e-1] beside the
+    labels input_ids[s+1:e], NeMo 2.2), "token" (mask[s+1:e], NeMo 2.1), or a sentence saying why neither."""
+    from types import SimpleNamespace
+
+    try:
+        from nemo.collections.nlp.data.language_modeling.megatron.gpt_sft_dataset import GPTSFTPackedDataset
+    except Exception as error:  # noqa: BLE001 -- any import failure is the answer
+        return f"GPTSFTPackedDataset does not import ({type(error).__name__}: {error})"
+    positions = list(range(8))  # a mask whose values are its positions shows which positions are read
+    example = {"input_ids": [0] * 8, "loss_mask": positions, "seq_boundaries": [0, 8]}
+    read = [int(x) for x in GPTSFTPackedDataset._build_loss_mask(SimpleNamespace(answer_only_loss=True), example)]
+    return {tuple(positions[:-1]): "label", tuple(positions[1:]): "token"}.get(
+        tuple(read), f"GPTSFTPackedDataset reads positions {read} of an 8-token sequence's loss mask")
+
+
 def check(pins: dict[str, str], installed: dict[str, str | None], scripts: dict[str, str | Path],
-          requirements_label: str = "requirements/nemo-cpu.txt") -> list[str]:
-    """One sentence per problem: a package missing from the pins, absent, at another version, or a missing script."""
+          requirements_label: str = "requirements/nemo-cpu.txt", alignment: str = EXPECTED_LOSS_MASK_ALIGNMENT
+          ) -> list[str]:
+    """One sentence per problem: a package missing from the pins, absent, at another version, a missing script, or
+    a packed loss mask read where our packs do not put it."""
     where = f"{requirements_label} (the NeMo-compat test environment)"
     problems = []
     for package in PACKAGES:
@@ -85,6 +109,10 @@ def check(pins: dict[str, str], installed: dict[str, str | None], scripts: dict[
         if not Path(path).is_file():
             problems.append(f"the base image has no {path} ({role}): build FROM an NGC NeMo image that ships "
                             f"NeMo under /opt/NeMo and NeMo-Aligner under /opt/NeMo-Aligner, or pass its path.")
+    if alignment != EXPECTED_LOSS_MASK_ALIGNMENT:
+        problems.append(f"the base image has a NeMo that reads packed loss masks as '{alignment}', but our packs "
+                        f"put them as '{EXPECTED_LOSS_MASK_ALIGNMENT}' (mask[s:e-1] beside the labels, NeMo 2.2), so "
+                        f"every answer would train shifted by one token: build FROM an image with NeMo 2.2.")
     return problems
 
 
@@ -107,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     scripts = {"NeMo-Aligner's SFT entry point": args.sft_script, "NeMo's Qwen2 HF->NeMo converter": args.qwen2_converter,
                "NeMo's Qwen2 NeMo->HF converter": args.qwen2_exporter}
     label = "requirements/nemo-cpu.txt" if requirements.resolve() == DEFAULT_REQUIREMENTS else str(requirements)
-    problems = check(pins, installed, scripts, requirements_label=label)
+    problems = check(pins, installed, scripts, requirements_label=label, alignment=loss_mask_alignment())
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return 1
     found = ", ".join(f"{package} {installed[package]}" for package in PACKAGES)
-    print(f"base image OK: {found} as {label} pins; the SFT script and the Qwen2 converter are present.")
+    print(f"base image OK: {found} as {label} pins; the SFT script and the Qwen2 converters are present; packed "
+          f"loss masks are read as '{EXPECTED_LOSS_MASK_ALIGNMENT}'.")
     return 0
 
 

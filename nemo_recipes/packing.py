@@ -3,14 +3,16 @@
     from nemo_recipes.packing import pack_sft_file
     pack_sft_file("runs/main/select/sft.jsonl", "/models/Qwen2.5-32B", "runs/main/pack", pack_size=16384)
 
-Faithful to NeMo v2.1.0 (the version NeMo-Aligner 0.7.0 pins), read in
-`nemo/collections/nlp/data/language_modeling/megatron/gpt_sft_dataset.py` (GPTSFTDataset._process_example),
-`nemo/utils/sequence_packing_utils.py` and `scripts/nlp_language_modeling/prepare_packed_ft_dataset.py`:
+Faithful to NeMo v2.1.0-v2.2.0 (NeMo-Aligner 0.7.0 pins 2.1.0; the NGC 25.02 image has 2.2.0), read in
+`nemo/collections/nlp/data/language_modeling/megatron/gpt_sft_dataset.py` (GPTSFTDataset._process_example,
+GPTSFTPackedDataset._build_loss_mask), `nemo/utils/sequence_packing_utils.py` and
+`scripts/nlp_language_modeling/prepare_packed_ft_dataset.py`:
 
 * tokenization: the prompt template is split into literal and placeholder pieces, each piece tokenized on its own,
   values `.strip(' ')`-ed; `answer_start_idx` is the number of context tokens;
 * a sample of n tokens occupies n - 1 positions of a pack (its inputs drop the last token, its labels the first);
-* loss mask per token: `idx >= answer_start_idx and token != eos_id` (NeMo 2.1; 2.3 moved the start one earlier);
+* trained tokens: `idx >= answer_start_idx and token != eos_id`, stored where the reading NeMo looks for them
+  (`nemo_loss_mask`: NeMo 2.2 reads the mask one position earlier than 2.1 did);
 * with context parallelism each sample is padded with eos to `ceil(n, max(16, 2*CP)) + 1` tokens;
 * output: an object array of dicts `input_ids` (ints), `loss_mask` (bools), `seq_start_id` (offsets), one per pack.
 
@@ -32,6 +34,11 @@ from nemo_recipes.errors import UserError
 from nemo_recipes.io import read_jsonl
 
 PACKING_ALGORITHMS = ("first_fit_decreasing", "first_fit_shuffle")
+# Where the packed loss mask stores "token j is trained" (nemo_loss_mask). "label": at j - 1, beside the input that
+# predicts it -- what GPTSFTPackedDataset reads from NeMo 2.2 on, so the default (the NGC 25.02 image has 2.2.0);
+# "token": at j itself -- what NeMo 2.1 reads.
+LOSS_MASK_ALIGNMENTS = ("label", "token")
+DEFAULT_LOSS_MASK_ALIGNMENT = "label"
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,25 @@ def tokenize_sft_example(
     }
 
 
-def nemo_loss_mask(input_ids, answer_start_idx: int, eos_id: int) -> np.ndarray:
-    """NeMo 2.1's per-token mask of a packed sample: answer tokens, except any eos (which is also the pad)."""
+def nemo_loss_mask(input_ids, answer_start_idx: int, eos_id: int,
+                   alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> np.ndarray:
+    """The packed mask of one sample: its answer tokens are trained, except any eos (which is also the CP pad).
+
+    The trained tokens are the same for every NeMo; where the mask says so is not. NeMo 2.1 weights the labels
+    input_ids[s+1:e] with mask[s+1:e] ("token"); NeMo 2.2 with mask[s:e-1] ("label", mask[i] is token i+1's) while
+    its own packer still writes the 2.1 mask -- so NeMo 2.2 alone skips every answer's first token and, with CP
+    padding, trains the first pad. NeMo 2.3 moved its packer's start one earlier; this mask is that, but also
+    never trains an eos.
+    """
+    check_loss_mask_alignment(alignment)
     ids = np.asarray(input_ids)
-    return (np.arange(len(ids)) >= answer_start_idx) & (ids != eos_id)
+    trained = (np.arange(len(ids)) >= answer_start_idx) & (ids != eos_id)
+    return trained if alignment == "token" else np.append(trained[1:], False)
+
+
+def check_loss_mask_alignment(alignment: str) -> None:
+    if alignment not in LOSS_MASK_ALIGNMENTS:
+        raise UserError(f"sft.loss_mask_alignment '{alignment}' is not one of {', '.join(LOSS_MASK_ALIGNMENTS)}.")
 
 
 def _separate_template(template: str, values: dict, space_sensitive: bool) -> list[str]:
@@ -240,6 +262,7 @@ def pack_sft_file(
     context_parallel_size: int = 1,
     prompt_template: str = "{input}{output}",
     add_eos: bool = False,
+    loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT,
 ) -> PackResult:
     """Tokenize the SFT jsonl with the student's tokenizer, pack it, and write `packed_{pack_size}_seed{seed}.npy`."""
     from nemo_recipes.tokenizer import load_tokenizer
@@ -248,6 +271,7 @@ def pack_sft_file(
         raise UserError(f"packing algorithm {algorithm!r} is not one of {', '.join(PACKING_ALGORITHMS)}.")
     if context_parallel_size < 1:
         raise UserError(f"context_parallel_size must be at least 1, got {context_parallel_size}.")
+    check_loss_mask_alignment(loss_mask_alignment)
     records = read_jsonl(jsonl_path, required_keys=re.findall(r"{(.*?)}", prompt_template))
     if not records:
         raise UserError(f"{jsonl_path}: no records to pack.")
@@ -269,7 +293,7 @@ def pack_sft_file(
 
     lengths = np.array([len(s["input_ids"]) - 1 for s in samples], dtype=np.int64)
     assignments = pack_lengths(lengths, pack_size, algorithm, seed)
-    packs = [_fill_pack([samples[i] for i in members], eos_id) for members in assignments]
+    packs = [_fill_pack([samples[i] for i in members], eos_id, loss_mask_alignment) for members in assignments]
 
     path = Path(output_dir) / f"packed_{pack_size}_seed{seed}.npy"
     _save_object_array(path, packs)
@@ -297,12 +321,12 @@ def _pad_for_context_parallel(sample: dict, pack_size: int, cp_size: int, pad_id
     sample["input_ids"] = sample["input_ids"] + [pad_id] * (padded - n)
 
 
-def _fill_pack(members: list[dict], eos_id: int) -> dict:
+def _fill_pack(members: list[dict], eos_id: int, alignment: str) -> dict:
     input_ids, loss_mask, seq_start_id = [], [], []
     for sample in members:
         seq_start_id.append(len(input_ids))
         input_ids.extend(sample["input_ids"])
-        loss_mask.extend(nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], eos_id).tolist())
+        loss_mask.extend(nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], eos_id, alignment).tolist())
     return {"input_ids": input_ids, "loss_mask": loss_mask, "seq_start_id": seq_start_id}
 
 

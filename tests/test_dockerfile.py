@@ -249,6 +249,19 @@ def test_check_fails_on_a_missing_script(scripts, tmp_path):
     assert len(problems) == 1 and str(tmp_path / "absent" / "train_gpt_sft.py") in problems[0]
 
 
+def test_check_fails_when_the_image_reads_the_packed_loss_mask_elsewhere(scripts):
+    problems = civ.check(PINS, dict(PINS), scripts, alignment="token")
+    assert len(problems) == 1 and "'token'" in problems[0] and "'label'" in problems[0]
+    problems = civ.check(PINS, dict(PINS), scripts, alignment="GPTSFTPackedDataset does not import (ImportError: x)")
+    assert len(problems) == 1 and "does not import" in problems[0]
+
+
+def test_the_image_check_expects_the_loss_mask_alignment_our_packer_writes():
+    from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
+
+    assert civ.EXPECTED_LOSS_MASK_ALIGNMENT == DEFAULT_LOSS_MASK_ALIGNMENT
+
+
 def test_cli_exits_1_with_one_sentence_per_problem(tmp_path):
     requirements = tmp_path / "nemo-cpu.txt"
     requirements.write_text("nemo_toolkit==2.1.0\nmegatron-core==0.10.0\nnemo-aligner==0.7.0\n")
@@ -268,6 +281,7 @@ def test_cli_exits_0_with_a_summary_when_everything_matches(tmp_path, scripts, m
     requirements = tmp_path / "nemo-cpu.txt"
     requirements.write_text("nemo_toolkit==2.1.0\nmegatron-core==0.10.0\nnemo-aligner==0.7.0\n")
     monkeypatch.setattr(civ, "installed_versions", lambda: dict(PINS))
+    monkeypatch.setattr(civ, "loss_mask_alignment", lambda: civ.EXPECTED_LOSS_MASK_ALIGNMENT)
     sft, converter = scripts.values()
     exporter = converter.with_name("convert_qwen2_nemo_to_hf.py")
     exporter.write_text("# stand-in\n")

@@ -4,6 +4,7 @@ from conftest import sft_record, write_jsonl
 
 from nemo_recipes.errors import UserError
 from nemo_recipes.packing import nemo_loss_mask, pack_lengths, pack_sft_file, tokenize_sft_example
+from nemo_recipes.training.packed_data import label_mask
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +70,32 @@ def test_label_placeholder_must_close_the_template(tokenizer):
 def test_loss_mask_covers_the_answer_except_eos(tokenizer):
     record = {"input": "hello", "output": "world<|endoftext|><|im_end|>"}
     sample = tokenize_sft_example(tokenizer, record)
-    mask = nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], tokenizer.eos_token_id)
+    mask = nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], tokenizer.eos_token_id, alignment="token")
     start = sample["answer_start_idx"]
     assert not mask[:start].any()
     answer = np.array(sample["input_ids"][start:])
     assert mask[start:].tolist() == (answer != tokenizer.eos_token_id).tolist()
     assert mask[-1]  # <|im_end|> is trained: it is the stop token at inference
     assert (answer == tokenizer.eos_token_id).sum() == 1 and mask[start:].sum() == len(answer) - 1
+
+
+@pytest.mark.parametrize("alignment", ["label", "token"])
+def test_each_alignment_trains_exactly_the_answer_tokens_when_read_as_its_nemo_reads_it(tokenizer, alignment):
+    sample = tokenize_sft_example(tokenizer, {"input": "hello there", "output": "world<|endoftext|> again"})
+    ids, start = sample["input_ids"], sample["answer_start_idx"]
+    mask = nemo_loss_mask(ids, start, tokenizer.eos_token_id, alignment)
+    read = label_mask({"input_ids": ids, "loss_mask": mask.tolist(), "seq_start_id": [0]}, alignment)
+    trained_labels = [token for token, weighted in zip(ids[1:], read) if weighted]
+    assert trained_labels == [token for token in ids[start:] if token != tokenizer.eos_token_id]
+    if alignment == "label":  # NeMo 2.2 reads mask[s:e-1]: the input before the first answer token carries its flag
+        assert mask[start - 1] and not mask[start - 2] and not mask[-1]
+
+
+def test_an_unknown_loss_mask_alignment_is_one_sentence(tmp_path, tiny_tokenizer_dir):
+    write_jsonl(tmp_path / "sft.jsonl", [sft_record("p0", "What is 1 + 1?", "2")])
+    with pytest.raises(UserError, match="sft.loss_mask_alignment 'input' is not one of label, token"):
+        pack_sft_file(tmp_path / "sft.jsonl", tiny_tokenizer_dir, tmp_path / "out", pack_size=256,
+                      loss_mask_alignment="input")
 
 
 # --- packing algorithm --------------------------------------------------------------------------------------------
@@ -196,6 +216,8 @@ def test_context_parallel_pads_each_sample_with_masked_eos(tmp_path, tiny_tokeni
         unpadded = tuple(piece_ids[: len(piece_ids) - next(i for i, t in enumerate(reversed(piece_ids)) if t != eos)])
         assert unpadded in originals
         assert not any(piece_mask[len(unpadded) :])
+        read = label_mask({"input_ids": piece_ids, "loss_mask": piece_mask, "seq_start_id": [0]})
+        assert eos not in [token for token, weighted in zip(piece_ids[1:], read) if weighted]  # no pad is trained
 
 
 def test_too_long_sample_is_refused_by_id_and_lengths(tmp_path, tiny_tokenizer_dir, tokenizer):

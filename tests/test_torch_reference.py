@@ -66,20 +66,20 @@ def unpacked_token_losses(model, sample, eos_id):
     with torch.no_grad():
         logits = model(input_ids=ids[None, :-1]).logits[0]
     losses = torch.nn.functional.cross_entropy(logits, ids[1:], reduction="none")
-    mask = torch.from_numpy(nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], eos_id)[1:]).float()
-    return losses, mask
+    trained = nemo_loss_mask(sample["input_ids"], sample["answer_start_idx"], eos_id, alignment="token")
+    return losses, torch.from_numpy(trained[1:]).float()
 
 
 # --- packed batches -----------------------------------------------------------------------------------------------
 
 
-def test_packed_batch_shifts_each_sub_sequence_like_nemo_collate():
-    pack = {
-        "input_ids": [11, 12, 13, 21, 22, 23, 24],
-        "loss_mask": [False, True, True, False, False, True, True],
-        "seq_start_id": [0, 3],
-    }
-    batch = packed_batch(pack)
+@pytest.mark.parametrize("alignment, loss_mask", [
+    ("token", [False, True, True, False, False, True, True]),  # NeMo 2.1: token i's flag at i
+    ("label", [True, True, False, False, True, True, False]),  # NeMo 2.2: token i's flag at i - 1
+])
+def test_packed_batch_shifts_each_sub_sequence_like_nemo_collate(alignment, loss_mask):
+    pack = {"input_ids": [11, 12, 13, 21, 22, 23, 24], "loss_mask": loss_mask, "seq_start_id": [0, 3]}
+    batch = packed_batch(pack, alignment)
     assert batch["tokens"].tolist() == [[11, 12, 21, 22, 23]]
     assert batch["labels"].tolist() == [[12, 13, 22, 23, 24]]
     assert batch["loss_mask"].tolist() == [[1.0, 1.0, 0.0, 1.0, 1.0]]

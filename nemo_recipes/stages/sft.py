@@ -40,7 +40,8 @@ def run(ctx) -> dict:
                     constant_steps=s.constant_steps, weight_decay=s.weight_decay, betas=tuple(s.betas),
                     global_batch_size=s.global_batch_size, max_steps=s.max_steps, upsample=s.upsample,
                     gradient_clip_val=s.gradient_clip_val, seed=s.seed, save_interval=s.save_interval,
-                    progress=ctx.progress, log_path=ctx.dir / "train_log.jsonl", precision=s.precision)
+                    progress=ctx.progress, log_path=ctx.dir / "train_log.jsonl", precision=s.precision,
+                    loss_mask_alignment=pack_summary["loss_mask_alignment"])
     ctx.log(f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, {summary['seconds']:.0f} s")
     return {"backend": backend, **{k: v for k, v in summary.items() if k != "model_path"}}
 

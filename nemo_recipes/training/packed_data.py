@@ -1,6 +1,6 @@
 """Reading NeMo's packed .npy as NeMo-Aligner's SFT does: batches, attention blocks, and the packs each step draws.
 
-Sources (NeMo v2.1.0): GPTSFTPackedDataset.collate_fn and _build_samples_mapping in
+Sources (NeMo v2.1.0 and v2.2.0): GPTSFTPackedDataset.collate_fn, _build_loss_mask and _build_samples_mapping in
 `nemo/collections/nlp/data/language_modeling/megatron/gpt_sft_dataset.py`, MegatronPretrainingRandomBatchSampler in
 `.../megatron/megatron_batch_samplers.py`; NeMo-Aligner v0.7.0 `examples/nlp/gpt/train_gpt_sft.py` (model.data.sample).
 """
@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from nemo_recipes.errors import UserError
+from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT, check_loss_mask_alignment
 
 PACK_KEYS = ("input_ids", "loss_mask", "seq_start_id")
 
 
-def load_packs(path) -> list[dict]:
+def load_packs(path, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> list[dict]:
     """The packs of a NeMo packed .npy, checked for the structure GPTSFTPackedDataset reads."""
     path = Path(path)
     if not path.exists():
@@ -32,13 +33,13 @@ def load_packs(path) -> list[dict]:
             raise UserError(f"{path}: pack {index} is not a dict with keys {', '.join(PACK_KEYS)}.")
         if len(pack["loss_mask"]) != len(pack["input_ids"]) or list(pack["seq_start_id"][:1]) != [0]:
             raise UserError(f"{path}: pack {index} has mismatched loss_mask/input_ids or a seq_start_id not from 0.")
-        if not any(any(pack["loss_mask"][start + 1 : end]) for start, end in _bounds(pack)):
+        if not label_mask(pack, loss_mask_alignment).any():
             # NeMo divides by the pack's loss-token count, so such a pack would turn the loss into NaN.
             raise UserError(f"{path}: pack {index} has no answer token to train on.")
     return list(packs)
 
 
-def packed_batch(pack: dict) -> dict:
+def packed_batch(pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> dict:
     """One pack as NeMo's collate_fn shapes it (micro batch 1): each sub-sequence loses its last token in `tokens`
     and its first in `labels` and `loss_mask`; `position_ids` restart at 0 per sub-sequence.
 
@@ -49,20 +50,31 @@ def packed_batch(pack: dict) -> dict:
     import torch
 
     input_ids = np.asarray(pack["input_ids"], dtype=np.int64)
-    loss_mask = np.asarray(pack["loss_mask"], dtype=np.float32)
     bounds = _bounds(pack)
-    as_input = np.concatenate([np.arange(start, end - 1) for start, end in bounds])
-    as_label = as_input + 1
+    as_input = _input_positions(bounds)
     seq_lengths = [end - start - 1 for start, end in bounds]
     position_ids = np.concatenate([np.arange(n) for n in seq_lengths])
     return {
         "tokens": torch.from_numpy(input_ids[as_input])[None],
-        "labels": torch.from_numpy(input_ids[as_label])[None],
-        "loss_mask": torch.from_numpy(loss_mask[as_label])[None],
+        "labels": torch.from_numpy(input_ids[as_input + 1])[None],
+        "loss_mask": torch.from_numpy(label_mask(pack, loss_mask_alignment).astype(np.float32))[None],
         "position_ids": torch.from_numpy(position_ids)[None],
         "seq_lengths": seq_lengths,
         "token_count": int(as_input.size),
     }
+
+
+def label_mask(pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> np.ndarray:
+    """The pack's loss mask over its labels, read where the NeMo of that alignment reads it (packing.nemo_loss_mask):
+    mask[s:e-1] ("label", NeMo 2.2) or mask[s+1:e] ("token", NeMo 2.1) for each sub-sequence [s, e)."""
+    check_loss_mask_alignment(loss_mask_alignment)
+    as_input = _input_positions(_bounds(pack))
+    return np.asarray(pack["loss_mask"], dtype=bool)[as_input if loss_mask_alignment == "label" else as_input + 1]
+
+
+def _input_positions(bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Every position of the pack but each sub-sequence's last: where the inputs are (the labels are one later)."""
+    return np.concatenate([np.arange(start, end - 1) for start, end in bounds])
 
 
 def block_causal_mask(seq_lengths: list[int], device=None):

@@ -6,7 +6,7 @@
           global_batch_size=4, max_steps=40, gradient_clip_val=1.0, save_interval=20)
 
 It runs the toy demo and the CPU tests, and is the oracle for the packed loss. What it shares with NeMo-Aligner 0.7.0
-on NeMo 2.1.0 (sources in packed_data.py and lr_schedule.py):
+on NeMo 2.1.0-2.2.0 (sources in packed_data.py and lr_schedule.py):
 * per pack: inputs/labels shifted per sub-sequence, position ids restarting at 0, no attention across
   sub-sequences, loss = sum(token loss * mask) / mask.sum() (MegatronGPTModel.loss_func);
 * per step: the mean of those pack losses over the global batch (Megatron divides each micro-batch by their count);
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from nemo_recipes.errors import UserError
 from nemo_recipes.io import atomic_write_text, sha256_file, write_json
+from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
 from nemo_recipes.training.checkpoints import (
     latest_checkpoint,
     load_training_state,
@@ -57,9 +58,9 @@ PRECISIONS = ("fp32", "bf16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # the two that honour an explicit 4D mask
 
 
-def packed_loss(model, pack: dict):
+def packed_loss(model, pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT):
     """NeMo's loss of one pack: returns (loss, per-token losses [T], loss mask [T])."""
-    return batch_loss(model, packed_batch(pack))
+    return batch_loss(model, packed_batch(pack, loss_mask_alignment))
 
 
 def batch_loss(model, batch: dict):
@@ -106,9 +107,11 @@ def train(
     device: str | None = None,
     precision: str = "fp32",
     attn_implementation: str = "sdpa",
+    loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT,
 ) -> dict:
     """Fine-tune the HF model in `model_dir` on the packs; write `output_dir/model/` and return a summary.
 
+    `loss_mask_alignment` is the packed file's (the pack stage's summary says which it wrote).
     Resumes from the latest complete `output_dir/checkpoints/step_N/` if there is one (written every
     `save_interval` steps and at the last step). Logs one JSON line per step to `log_path`.
     """
@@ -137,8 +140,9 @@ def train(
         "gradient_clip_val": gradient_clip_val,
         "seed": seed,
         "precision": precision,
+        "loss_mask_alignment": loss_mask_alignment,
     }
-    packs = load_packs(packed_path)
+    packs = load_packs(packed_path, loss_mask_alignment)
     draws = pack_draws(len(packs), global_batch_size, max_steps, upsample=upsample, seed=seed)
     output_dir = Path(output_dir)
     checkpoint_root = output_dir / "checkpoints"
@@ -166,7 +170,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         optimizer.zero_grad(set_to_none=True)
-        loss, tokens = _accumulate_gradients(model, packs, batches, draws[step], precision)
+        loss, tokens = _accumulate_gradients(model, packs, batches, draws[step], precision, loss_mask_alignment)
         grad_norm = _clip_gradients(model, gradient_clip_val)
         optimizer.step()
 
@@ -217,7 +221,8 @@ def _adamw(model, *, lr: float, betas, weight_decay: float):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), eps=1e-8)
 
 
-def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: str) -> tuple[float, int]:
+def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: str,
+                          loss_mask_alignment: str) -> tuple[float, int]:
     """Backpropagate the mean pack loss of one global batch; returns (that mean, input tokens drawn)."""
     import torch
 
@@ -226,7 +231,7 @@ def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: st
     loss_sum, tokens = 0.0, 0
     for index, count in sorted(Counter(step_draws.tolist()).items()):
         if index not in batches:
-            batches[index] = packed_batch(packs[index])
+            batches[index] = packed_batch(packs[index], loss_mask_alignment)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss, _, _ = batch_loss(model, batches[index])
         (loss * (count / global_batch_size)).backward()

@@ -1,5 +1,6 @@
 """Our packed .npy, read by NeMo's GPTSFTPackedDataset and batched by its collate_fn, gives exactly the tokens,
-labels, loss masks, positions and cu_seqlens that NeMo's own tokenization and packing give for the same data."""
+labels, loss masks, positions and cu_seqlens that NeMo's own tokenization and packing give for the same data -- and,
+with the loss mask where this NeMo reads it, trains exactly each answer's tokens (NeMo 2.2's own packer does not)."""
 
 from __future__ import annotations
 
@@ -59,9 +60,10 @@ def test_our_packs_match_nemos_token_for_token(tmp_path, tiny_tokenizer_dir, con
     (tmp_path / "nemo").mkdir()
     reference = nemo_packed_file(jsonl, tokenizer, tmp_path / "nemo", pack_size=PACK_SIZE,
                                  context_parallel_size=context_parallel_size)
+    # NeMo's packer writes the mask the NeMo 2.1 way ("token"), whichever NeMo reads it.
     ours = pack_sft_file(jsonl, tiny_tokenizer_dir, tmp_path / "ours", pack_size=PACK_SIZE, seed=0,
                          algorithm="first_fit_decreasing", context_parallel_size=context_parallel_size,
-                         prompt_template="{input}{output}", add_eos=False)
+                         prompt_template="{input}{output}", add_eos=False, loss_mask_alignment="token")
 
     nemo_rows = raw_packs(reference)
     sample_lengths = sorted(b - a for _, _, starts in nemo_rows for a, b in zip(starts, starts[1:]))
@@ -75,3 +77,50 @@ def test_our_packs_match_nemos_token_for_token(tmp_path, tiny_tokenizer_dir, con
     assert len(tokens[0]) % (16 * context_parallel_size) == 0  # padded to what TE's THD kernel with CP needs
     assert cu_seqlens[0][0] == 0 and positions[0][0] == 0
     assert sum(loss_mask[0]) > 0
+
+
+def test_the_installed_nemo_reads_the_loss_mask_where_our_default_puts_it():
+    import importlib.util
+    from pathlib import Path
+
+    from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
+
+    script = Path(__file__).resolve().parents[2] / "docker" / "check_image_versions.py"
+    spec = importlib.util.spec_from_file_location("check_image_versions", script)
+    check_image_versions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_image_versions)
+    assert check_image_versions.loss_mask_alignment() == DEFAULT_LOSS_MASK_ALIGNMENT
+
+
+@pytest.mark.parametrize("context_parallel_size", [1, 2])
+def test_nemo_trains_exactly_the_answer_tokens_of_our_default_packs(tmp_path, tiny_tokenizer_dir,
+                                                                     context_parallel_size):
+    """Through NeMo's own dataset and collate_fn: the labels with loss weight 1 are each sample's answer tokens,
+    in pack order -- the first answer token included, no context token and no CP pad."""
+    import numpy as np
+
+    from nemo_recipes.io import read_jsonl
+    from nemo_recipes.packing import pack_sft_file, tokenize_sft_example
+    from nemo_recipes.tokenizer import load_tokenizer
+
+    jsonl = write_sft_jsonl(tmp_path / "sft.jsonl")
+    tokenizer = nemo_tokenizer(tiny_tokenizer_dir)
+    ours = pack_sft_file(jsonl, tiny_tokenizer_dir, tmp_path / "ours", pack_size=PACK_SIZE,
+                         context_parallel_size=context_parallel_size)
+    hf_tokenizer = load_tokenizer(str(tiny_tokenizer_dir))
+    answers = {tuple(sample["input_ids"]): sample["answer_ids"]
+               for sample in (tokenize_sft_example(hf_tokenizer, record) for record in read_jsonl(jsonl))}
+
+    dataset = packed_dataset(ours.path, tokenizer, context_parallel_size)
+    for index, pack in enumerate(np.load(ours.path, allow_pickle=True)):
+        batch = dataset.collate_fn([dataset[index]])
+        labels, weights = batch["labels"][0].tolist(), batch["loss_mask"][0].tolist()
+        trained = [label for label, weight in zip(labels, weights) if weight]
+        starts = list(pack["seq_start_id"]) + [len(pack["input_ids"])]
+        expected = []
+        for start, end in zip(starts, starts[1:]):
+            ids = list(pack["input_ids"][start:end])
+            while ids[-1] == tokenizer.eos_id:  # the CP pad
+                ids.pop()
+            expected += answers[tuple(ids)]
+        assert trained == expected
