@@ -25,9 +25,15 @@ SFT_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
 }
 
-# convert_qwen2_hf_to_nemo.py loads the HF model on the CPU in fp32: 4 bytes per parameter is the floor (its peak
-# is higher while the Megatron copy is built), i.e. more than 130 GB for Qwen2.5-32B (research/nemo_aligner.md 4.1).
-HF_TO_NEMO_BYTES_PER_PARAM = 4
+# convert_qwen2_hf_to_nemo.py (NeMo v2.2.0) holds the fp32 HF model (4 bytes per parameter), builds the fused QKV
+# and fc1 tensors with torch.cat while it is alive (~2.5 more for Qwen2.5's shapes), then the bf16 Megatron model:
+# ~6.5 bytes per parameter at its peak, ~230 GB of host RAM for Qwen2.5-32B (research/nemo_aligner.md 4.1).
+HF_TO_NEMO_BYTES_PER_PARAM = 7
+# Megatron's model state per parameter with bf16 weights, fp32 gradients and the distributed optimizer (fp32 master
+# weights and two Adam moments, 12 bytes, sharded over the data- and context-parallel ranks): 6 + 12 / (DP x CP),
+# before activations (Megatron-LM's distributed-optimizer documentation).
+MODEL_STATE_BYTES_PER_PARAM = 6
+OPTIMIZER_BYTES_PER_PARAM = 12
 
 DOCKER_GPU_FLAGS = ["--gpus", "all", "--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
 
@@ -53,6 +59,11 @@ class ParallelPlan:
     @property
     def data_parallel_size(self) -> int:
         return self.world_size // self.model_parallel_size
+
+    def model_state_gb_per_gpu(self, num_params_b: float) -> float:
+        """Weights, gradients and the GPU's shard of the optimizer, in GB (activations come on top)."""
+        per_param = MODEL_STATE_BYTES_PER_PARAM + OPTIMIZER_BYTES_PER_PARAM / (self.data_parallel_size * self.cp)
+        return num_params_b * per_param / (self.tp * self.pp)
 
     @property
     def pad_multiple(self) -> int:
@@ -91,15 +102,42 @@ def validate_sft_launch(
     for what, path in paths.items():
         if not Path(path).exists():
             raise UserError(f"{what} not found at {path}.")
-    plan = parallel_plan(cfg)
-    _check_parallelism(plan, cfg.student)
-    _check_batches(plan, cfg.sft)
-    _check_packing(plan, cfg.sft, longest_sequence, packed_context_parallel_size)
-    _check_schedule(cfg.sft, num_packs)
-    _check_cluster(cfg.cluster)
+    for check in _settings_checks(cfg, num_packs):
+        check()
+    _check_packing(parallel_plan(cfg), cfg.sft, longest_sequence, packed_context_parallel_size)
     _check_logger(cfg.sft)
     if check_memory:
         _check_host_memory(cfg.student, Path(meminfo_path))
+
+
+def sft_settings_problems(cfg) -> list[str]:
+    """What validate_sft_launch would refuse that no file or machine decides -- parallelism, batches, pack size,
+    schedule, precision, cluster -- one sentence each. The plan checks these before the first stage runs, so a
+    run does not sample for hours before its SFT refuses."""
+    problems = []
+    for check in _settings_checks(cfg, num_packs=None):
+        try:
+            check()
+        except UserError as error:
+            problems.append(str(error))
+    return problems
+
+
+def _settings_checks(cfg, num_packs: int | None) -> list:
+    from nemo_recipes.training.lr_schedule import check_schedule
+    from nemo_recipes.training.nemo_yaml import check_precision
+
+    plan, sft = parallel_plan(cfg), cfg.sft
+    return [
+        lambda: _check_parallelism(plan, cfg.student),
+        lambda: _check_batches(plan, sft),
+        lambda: _check_pack_size(plan, sft),
+        lambda: _check_schedule(sft, num_packs),
+        lambda: check_schedule(lr=float(sft.lr), min_lr=float(sft.min_lr), warmup_steps=int(sft.warmup_steps),
+                               constant_steps=int(sft.constant_steps), max_steps=int(sft.max_steps)),
+        lambda: check_precision(sft.precision),
+        lambda: _check_cluster(cfg.cluster),
+    ]
 
 
 def _check_parallelism(plan: ParallelPlan, student) -> None:
@@ -112,8 +150,18 @@ def _check_parallelism(plan: ParallelPlan, student) -> None:
         raise UserError(
             f"student.parallel needs TP x PP x CP = {plan.tp} x {plan.pp} x {plan.cp} = {plan.model_parallel_size} "
             f"GPUs per model replica, which does not divide the {plan.world_size} GPUs of cluster.nodes x "
-            f"cluster.gpus_per_node = {plan.nodes} x {plan.gpus_per_node}."
+            f"cluster.gpus_per_node = {plan.nodes} x {plan.gpus_per_node}; lower student.parallel.cp or add "
+            f"nodes."
         )
+    layers = int(student.num_layers)
+    if layers % plan.pp:
+        raise UserError(f"student.parallel.pp {plan.pp} does not divide the {layers} layers of {student.name} "
+                        f"(student.num_layers).")
+    if max(16, 2 * plan.cp) % (2 * plan.cp):
+        # Packing pads each sample to a multiple of max(16, 2 x CP); Transformer Engine cuts every sequence into
+        # 2 x CP equal chunks, so that multiple must divide by 2 x CP.
+        raise UserError(f"student.parallel.cp {plan.cp} cannot split NeMo's packed sequences (padded to multiples "
+                        f"of {max(16, 2 * plan.cp)}) into 2 x CP equal chunks; use a CP of 1, 2, 4, 8 or more.")
     kv_heads = int(student.num_kv_heads)
     if kv_heads % plan.tp:
         raise UserError(
@@ -128,7 +176,7 @@ def _check_batches(plan: ParallelPlan, sft) -> None:
     gbs, mbs = int(sft.global_batch_size), int(sft.micro_batch_size)
     if mbs != 1:
         raise UserError(f"sft.micro_batch_size is {mbs}, but NeMo's packed-sequence dataset needs 1.")
-    if gbs % (mbs * plan.data_parallel_size):
+    if plan.data_parallel_size and gbs % (mbs * plan.data_parallel_size):  # 0: _check_parallelism says why
         raise UserError(
             f"sft.global_batch_size {gbs} is not divisible by micro batch x data-parallel size = "
             f"{mbs} x {plan.data_parallel_size}."
@@ -143,15 +191,19 @@ def _check_packing(plan: ParallelPlan, sft, longest_sequence: int, packed_cp: in
             f"sft.pack_size {pack_size} is smaller than the longest SFT example ({longest_sequence} tokens, "
             f"{longest_sequence - 1} positions); raise sft.pack_size or drop that example."
         )
-    if pack_size % plan.pad_multiple:
-        raise UserError(
-            f"sft.pack_size {pack_size} is not a multiple of {plan.pad_multiple}, the length NeMo pads packs to "
-            f"with TP {plan.tp}{' and sequence parallel' if plan.sequence_parallel else ''} and CP {plan.cp}."
-        )
     if int(packed_cp) != plan.cp:
         raise UserError(
             f"the packed data was made for context parallel size {packed_cp} but student.parallel.cp is {plan.cp}; "
             f"pack it again with context_parallel_size={plan.cp}."
+        )
+
+
+def _check_pack_size(plan: ParallelPlan, sft) -> None:
+    pack_size = int(sft.pack_size)
+    if pack_size % plan.pad_multiple:
+        raise UserError(
+            f"sft.pack_size {pack_size} is not a multiple of {plan.pad_multiple}, the length NeMo pads packs to "
+            f"with TP {plan.tp}{' and sequence parallel' if plan.sequence_parallel else ''} and CP {plan.cp}."
         )
 
 
@@ -173,8 +225,8 @@ def _check_schedule(sft, num_packs: int | None) -> None:
     # and with model.data.sample=True the dataset holds exactly max_steps x GBS packs.
     if sft.upsample:
         steps_per_epoch = max_steps
-    elif num_packs is None:
-        raise ValueError("num_packs is required when sft.upsample is false")
+    elif num_packs is None:  # not packed yet: the epoch cap is checked when the packs exist
+        return
     else:
         steps_per_epoch = int(num_packs) // int(sft.global_batch_size)
         if steps_per_epoch == 0:

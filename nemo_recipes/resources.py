@@ -32,6 +32,7 @@ class Estimate:
     models: tuple[str, ...] = ()  # roles whose weights must be on local disk before it starts
     basis: str = ""               # the assumption behind gpu_hours
     vllm: bool = False            # runs vLLM workers (cluster.vllm_python must exist)
+    refusals: tuple[str, ...] = ()  # settings its launch would refuse, known before anything runs
 
     def line(self) -> str:
         parts = [f"~{self.gpu_hours:,.1f} GPU-hours on {self.gpus} GPU(s)" if self.gpus else "CPU only",
@@ -94,12 +95,17 @@ def _training(cfg) -> Estimate:
         kept += training
     else:
         transient += training
-    gpus = int(cluster.nodes) * int(cluster.gpus_per_node) if sft.backend == "nemo_aligner" else 1
+    gpus, refusals = 1, ()
+    if sft.backend == "nemo_aligner":
+        from nemo_recipes.launch import sft_settings_problems
+
+        gpus = int(cluster.nodes) * int(cluster.gpus_per_node)
+        refusals = tuple(f"{cfg.experiment_name} sft: {problem}" for problem in sft_settings_problems(cfg))
     basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens ({sft.max_steps} steps x "
              f"{sft.global_batch_size} packs x {sft.pack_size}) at {cluster.assumed_mfu:.0%} of "
              f"{cluster.gpu_bf16_tflops} TFLOP/s, `cluster.assumed_mfu`, an assumption; {checkpoints} checkpoints")
     return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=params * kept / GB, peak_extra_gb=params * transient / GB,
-                    models=("base",), basis=basis)
+                    models=("base",), basis=basis, refusals=refusals)
 
 
 def total(estimates: list[Estimate]) -> Estimate:
@@ -108,7 +114,8 @@ def total(estimates: list[Estimate]) -> Estimate:
                     disk_gb=sum(e.disk_gb for e in estimates),
                     peak_extra_gb=max((e.peak_extra_gb for e in estimates), default=0.0),  # stages run one at a time
                     models=tuple(dict.fromkeys(m for e in estimates for m in e.models)),
-                    vllm=any(e.vllm for e in estimates))
+                    vllm=any(e.vllm for e in estimates),
+                    refusals=tuple(dict.fromkeys(r for e in estimates for r in e.refusals)))
 
 
 def size_text(gb: float) -> str:
@@ -120,8 +127,8 @@ def unmet_requirements(cfg, needs: Estimate, *, hardware: bool = True, models: b
     """One sentence per requirement of the pending stages that this machine does not meet (empty: go).
 
     hardware: GPUs on this node and free disk under the run folder; models: the weights the stages read are on
-    local disk (unless cluster.allow_downloads)."""
-    problems = []
+    local disk (unless cluster.allow_downloads). Settings a stage's launch would refuse are always problems."""
+    problems = list(needs.refusals)
     if hardware:
         problems += _unmet_hardware(cfg, needs, visible_gpus)
         if needs.vllm and missing_vllm_python(cfg):

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_cfg
+from conftest import compose_cfg as compose_groups
 
 from nemo_recipes import launch
 from nemo_recipes.errors import UserError
 
 SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED"
+
+def compose_cfg(*overrides, cluster="slurm"):
+    """The 32B student; on Slurm (4 nodes) in the NeMo-Skills OpenMathReasoning layout, TP 8 x CP 4 = 32 GPUs."""
+    layout = ["student.parallel.cp=4"] if cluster == "slurm" else []
+    return compose_groups(*layout, *overrides, cluster=cluster)
+
 
 def validate(cfg, **kwargs):
     arguments = dict(longest_sequence=4000, packed_context_parallel_size=int(cfg.student.parallel.cp), paths={},
@@ -33,7 +39,15 @@ def test_paper_plan_for_32b_on_four_nodes_passes_and_has_one_replica():
         (["cluster.gpus_per_node=0"], {},
          "cluster.nodes x cluster.gpus_per_node is 4 x 0: NeMo-Aligner SFT needs GPUs"),
         (["cluster.nodes=1"], {}, "TP x PP x CP = 8 x 1 x 4 = 32 GPUs per model replica, which does not divide "
-                                  "the 8 GPUs of cluster.nodes x cluster.gpus_per_node = 1 x 8."),
+                                  "the 8 GPUs of cluster.nodes x cluster.gpus_per_node = 1 x 8; lower "
+                                  "student.parallel.cp or add nodes."),
+        (["student.parallel.pp=3", "cluster.nodes=12"], {},
+         "student.parallel.pp 3 does not divide the 64 layers of Qwen2.5-32B (student.num_layers)."),
+        (["student.parallel.cp=3", "cluster.nodes=3"], {},
+         "student.parallel.cp 3 cannot split NeMo's packed sequences (padded to multiples of 16) into 2 x CP"),
+        (["sft.precision=32"], {}, "sft.precision is '32', but NeMo-Aligner SFT with megatron_amp_O2 trains in bf16 "
+                                   "or bf16-mixed."),
+        (["sft.constant_steps=10"], {}, "constant_steps 10 > 0 needs lr > min_lr (NeMo asserts it)"),
         (["cluster.nodes=12"], {}, "sft.global_batch_size 1024 is not divisible by micro batch x data-parallel "
                                    "size = 1 x 3."),
         (["sft.micro_batch_size=2"], {}, "sft.micro_batch_size is 2, but NeMo's packed-sequence dataset needs 1."),
@@ -72,6 +86,30 @@ def test_each_rule_raises_its_own_sentence(overrides, kwargs, sentence):
     assert message.count(". ") == 0, "one sentence only"
 
 
+def test_the_settings_are_checked_before_anything_exists_and_each_problem_is_listed():
+    assert launch.sft_settings_problems(compose_cfg()) == []
+    problems = launch.sft_settings_problems(compose_cfg("cluster.nodes=1", "sft.precision=16", "sft.pack_size=16000"))
+    assert [p.split(" ")[0] for p in problems] == ["student.parallel", "sft.pack_size", "sft.precision"]
+    problems = launch.sft_settings_problems(compose_cfg("sft.pack_size=16000", "sft.save_interval=30"))
+    assert [p.split(" ")[0] for p in problems] == ["sft.pack_size", "sft.save_interval"]
+
+
+@pytest.mark.parametrize("student, cp, nodes, gigabytes", [
+    ("qwen2.5-32b", 1, 1, 73.8),  # 32.8B x (6 + 12) / 8
+    ("qwen2.5-32b", 4, 4, 36.9),  # 32.8B x (6 + 12 / 4) / 8: the optimizer is sharded over DP x CP
+    ("qwen2.5-7b", 2, 1, 22.8),   # 7.6B x (6 + 12 / 2) / 4
+])
+def test_model_state_per_gpu_follows_megatrons_distributed_optimizer(student, cp, nodes, gigabytes):
+    cfg = compose_groups(f"student.parallel.cp={cp}", f"cluster.nodes={nodes}", student=student)
+    plan = launch.parallel_plan(cfg)
+    assert plan.model_state_gb_per_gpu(float(cfg.student.num_params_b)) == pytest.approx(gigabytes, abs=0.05)
+
+
+@pytest.mark.parametrize("student", ["qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b"])
+def test_every_student_default_fits_the_default_one_node_cluster(student):
+    assert launch.sft_settings_problems(compose_groups(student=student, cluster="local")) == []
+
+
 def test_a_sample_filling_the_pack_exactly_fits():
     validate(compose_cfg(), longest_sequence=16385)  # 16384 positions after the next-token shift
 
@@ -87,9 +125,9 @@ def test_missing_input_path_is_named(tmp_path):
 def test_host_memory_check_reads_meminfo(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   23000000 kB\n")
-    with pytest.raises(UserError, match=r"needs at least 131 GB of host RAM, but .*meminfo shows 24 GB available\.$"):
+    with pytest.raises(UserError, match=r"needs at least 230 GB of host RAM, but .*meminfo shows 24 GB available\.$"):
         validate(compose_cfg(), check_memory=True, meminfo_path=meminfo)
-    meminfo.write_text("MemAvailable:   140000000 kB\n")
+    meminfo.write_text("MemAvailable:   240000000 kB\n")
     validate(compose_cfg(), check_memory=True, meminfo_path=meminfo)
 
 
@@ -102,13 +140,14 @@ def test_wandb_logger_needs_its_key(monkeypatch):
     assert launch.sft_environment(compose_cfg("sft.logger=wandb"))["WANDB_API_KEY"] == "test-key"
 
 
-def test_unpacked_count_is_required_without_upsampling():
-    with pytest.raises(ValueError, match="num_packs"):
-        validate(compose_cfg("sft.upsample=false"))
+def test_the_epoch_cap_waits_for_the_pack_count_without_upsampling():
+    validate(compose_cfg("sft.upsample=false"))  # not packed yet: nothing to check
+    with pytest.raises(UserError, match="make no full global batch"):
+        validate(compose_cfg("sft.upsample=false"), num_packs=4)
 
 
 def test_local_launch_is_torchrun_on_every_gpu():
-    cfg = compose_cfg("student.parallel.cp=1", cluster="local")
+    cfg = compose_cfg(cluster="local")
     command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"], mounts=[], job_name="x")
     assert command == [
         "python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=8",

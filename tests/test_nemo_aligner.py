@@ -26,7 +26,7 @@ def build(cfg, tmp_path=Path("/runs/main/sft")):
 
 
 def test_main_experiment_yaml_carries_every_paper_default():
-    config = build(compose_cfg())
+    config = build(compose_cfg("student.parallel.cp=4"))  # on Slurm's 4 nodes, the OpenMathReasoning layout
     trainer, model, exp = config["trainer"], config["model"], config["exp_manager"]
     train_ds, optim = model["data"]["train_ds"], model["optim"]
 
@@ -141,7 +141,8 @@ def test_logger_choice(logger, tensorboard, wandb):
     "overrides, sentence",
     [
         (["sft.logger=mlflow"], "sft.logger is 'mlflow'; use one of none, tensorboard, wandb."),
-        (["sft.precision=fp32"], "sft.precision is 'fp32', which NeMo's trainer does not take"),
+        (["sft.precision=fp32"], "sft.precision is 'fp32', but NeMo-Aligner SFT with megatron_amp_O2 trains in"),
+        (["sft.precision=16-mixed"], "sft.precision is '16-mixed', but NeMo-Aligner SFT with megatron_amp_O2"),
         (["cluster.time_limit='4h'"], "cluster.time_limit '4h' is not in Slurm's [D-]HH:MM:SS form."),
         (["cluster.time_limit='00:10:00'"], "cluster.time_limit '00:10:00' leaves no time to train"),
     ],

@@ -99,3 +99,15 @@ def test_a_run_refuses_before_writing_anything(tmp_path, monkeypatch, capsys):
     assert "sample_base" in out and "cost: ~36.4 GPU-hours on 8 GPU(s)" in out
     assert err.startswith("cannot start: the plan needs 8 GPUs") and "Qwen/Qwen2.5-32B (student)" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_sft_settings_that_cannot_launch_refuse_the_run_before_its_first_stage():
+    fits = compose_config(["experiment=main"])
+    assert estimate(fits, _stage(fits, "sft"), None).refusals == ()
+    cfg = compose_config(["experiment=main", "student.parallel.cp=4"])  # 32 GPUs on the one-node cluster
+    cost = estimate(cfg, _stage(cfg, "sft"), None)
+    assert cost.refusals == ("main sft: student.parallel needs TP x PP x CP = 8 x 1 x 4 = 32 GPUs per model replica, "
+                             "which does not divide the 8 GPUs of cluster.nodes x cluster.gpus_per_node = 1 x 8; "
+                             "lower student.parallel.cp or add nodes.",)
+    needs = total([estimate(cfg, stage, 256) for stage in stage_graph(cfg)])
+    assert cost.refusals[0] in unmet_requirements(cfg, needs, hardware=False, models=False)

@@ -25,8 +25,9 @@ ADD_EOS = False
 EXPERIMENT_NAME = "megatron_gpt_sft"  # exp_manager.name: prefix of checkpoints and of the final .nemo
 CONFIG_NAME = "gpt_sft"
 
-# trainer.precision values that NeMo's MegatronTrainerBuilder understands (megatron_trainer_builder.py _plugins).
-NEMO_PRECISIONS = {"bf16", "bf16-mixed", "16", "16-mixed", "32"}
+# trainer.precision values that train with megatron_amp_O2 (set below): NeMo's Float16Module refuses fp32 and
+# MegatronBaseModel warns that fp16 with O2 is not supported for training (NeMo v2.2.0).
+NEMO_PRECISIONS = ("bf16", "bf16-mixed")
 
 LOGGERS = ("none", "tensorboard", "wandb")
 
@@ -38,17 +39,21 @@ def build_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir) 
     final weights in `<output_dir>/checkpoints/megatron_gpt_sft.nemo` (see final_nemo_path).
     """
     sft, student, cluster = cfg.sft, cfg.student, cfg.cluster
-    precision = str(sft.precision)
-    if precision not in NEMO_PRECISIONS:
-        raise UserError(
-            f"sft.precision is '{precision}', which NeMo's trainer does not take; use one of {sorted(NEMO_PRECISIONS)}."
-        )
+    precision = check_precision(sft.precision)
     return {
         "name": EXPERIMENT_NAME,
         "trainer": _trainer_section(sft, cluster, precision),
         "exp_manager": _exp_manager_section(sft, cluster, output_dir),
         "model": _model_section(sft, student, nemo_model_path, packed_data_path),
     }
+
+
+def check_precision(precision) -> str:
+    precision = str(precision)
+    if precision not in NEMO_PRECISIONS:
+        raise UserError(f"sft.precision is '{precision}', but NeMo-Aligner SFT with megatron_amp_O2 trains in "
+                        f"{' or '.join(NEMO_PRECISIONS)}.")
+    return precision
 
 
 def write_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir, config_dir=None) -> Path:
