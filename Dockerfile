@@ -41,7 +41,9 @@ RUN python3 -c 'import os, sys; vllm, have = os.environ["VLLM_VERSION"], sys.ver
 
 # 3. Our package. On the container's python: --no-deps, so pip cannot swap the NGC torch, NeMo or their pins;
 #    NeMo's environment already has every dependency except these two (exact pins as in pyproject.toml).
-#    In the vLLM venv: with its dependencies, torch and vLLM held at the versions installed above.
+#    In the vLLM venv: with its dependencies, torch and vLLM held at the versions installed above. Then torch and
+#    vLLM are imported there as a sampling worker starts them (the image's LD_LIBRARY_PATH, which names the NGC
+#    torch's libraries, cleaned the same way): no GPU needed, and a library clash stops the build, not a run.
 COPY . /opt/nemo_recipes
 RUN python3 -m pip install --no-cache-dir --no-deps -e /opt/nemo_recipes \
       "math-verify[antlr4-9-3]==0.9.0" \
@@ -51,6 +53,7 @@ RUN python3 -m pip install --no-cache-dir --no-deps -e /opt/nemo_recipes \
  && python3 docker/check_image_versions.py --requirements requirements/nemo-cpu.txt \
  && python3 -c 'import math_verify, latex2sympy2_extended, nemo_recipes' \
  && /opt/vllm-venv/bin/python -c 'import importlib.metadata as m, os, sys; have, want = (m.version("vllm"), m.version("torch")), (os.environ["VLLM_VERSION"], os.environ["VLLM_TORCH_VERSION"]); sys.exit(0 if have == want else f"the vLLM venv has vllm, torch {have}, not {want}.")' \
+ && python3 -c 'from nemo_recipes.generation.replicas import check_worker_imports; check_worker_imports("/opt/vllm-venv/bin/python")' \
  && make --version > /dev/null
 
 # 4. A non-root user. Ubuntu 24.04 images already have `ubuntu` at uid 1000: that account makes way for ours.

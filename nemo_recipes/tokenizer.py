@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
+    """`path` is a local folder or a hub id (`revision`: the hub commit to read)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if (Path(path) / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)

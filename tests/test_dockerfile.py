@@ -196,6 +196,14 @@ def test_math_verify_and_latex2sympy2_pins_equal_pyproject_dependencies():
         assert f'"{dependency}"' in text, f"{dependency} (pyproject.toml) is not what the Dockerfile installs"
 
 
+def test_the_build_imports_vllm_as_a_sampling_worker_would_after_installing_it():
+    run = next(rest for keyword, rest in instructions() if keyword == "RUN" and "-e /opt/nemo_recipes" in rest)
+    steps = [step.strip() for step in run.split("&&")]
+    check = next(i for i, step in enumerate(steps) if "check_worker_imports" in step)
+    assert 'check_worker_imports("/opt/vllm-venv/bin/python")' in steps[check] and steps[check].startswith("python3 ")
+    assert check > next(i for i, step in enumerate(steps) if "--python /opt/vllm-venv/bin/python install" in step)
+
+
 def test_our_package_goes_on_the_container_python_without_dependencies():
     run = next(rest for keyword, rest in instructions() if keyword == "RUN" and "-e /opt/nemo_recipes" in rest)
     system_install = run.split("&&")[0]

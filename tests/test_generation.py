@@ -47,7 +47,7 @@ def test_hf_backend_finish_reason_stop_when_a_stop_token_is_generated(tiny_stude
     vocabulary = list(AutoTokenizer.from_pretrained(str(tiny_student_dir)).get_vocab())
     generator = open_backend("hf", str(tiny_student_dir), _sampling(temperature=0.0, stop=vocabulary))
     (result,) = generator.generate([{"prompt": "hello", "seed": 0}])
-    assert result == {"generation": "", "num_generated_tokens": 0, "finish_reason": "stop"}
+    assert result == {"generation": "", "num_generated_tokens": 1, "finish_reason": "stop"}  # the stop token, as vLLM
 
 
 def test_unknown_backend_is_one_sentence():
@@ -65,6 +65,40 @@ def test_vllm_requests_carry_the_paper_sampling_and_a_per_request_seed():
         "model": "/models/QwQ-32B-Preview", "tensor_parallel_size": 2, "enable_prefix_caching": True,
         "trust_remote_code": False, "seed": 0,
     }
+    pinned = engine_kwargs("Qwen/QwQ-32B-Preview", 2, revision="91906fe4")
+    assert (pinned["revision"], pinned["tokenizer_revision"]) == ("91906fe4", "91906fe4")
+
+
+def test_sampling_reads_a_hub_models_pinned_revision_and_nothing_else_does():
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.stages.sample import _revision
+
+    cfg = compose_config(["experiment=main", "teacher.revision=91906fe4", "student.revision=abc123"])
+    assert (_revision(cfg, "teacher"), _revision(cfg, "base"), _revision(cfg, "sft")) == ("91906fe4", "abc123", None)
+    local = compose_config(["experiment=main", "teacher.source=local", "teacher.revision=91906fe4"])
+    assert _revision(local, "teacher") is None
+
+
+@pytest.mark.parametrize("reason", ["abort", "error", "repetition"])
+def test_a_vllm_request_that_neither_stopped_nor_hit_max_tokens_fails_its_chunk(reason):
+    from types import SimpleNamespace
+
+    from nemo_recipes.generation.vllm import _result
+
+    assert _result(SimpleNamespace(text="x", token_ids=[1, 2], finish_reason="length"))["finish_reason"] == "length"
+    with pytest.raises(RuntimeError, match=f"finish_reason='{reason}'; the chunk is not written"):
+        _result(SimpleNamespace(text="x", token_ids=[1], finish_reason=reason))
+
+
+def test_hf_backend_ignores_the_models_own_generation_defaults(tiny_student_dir, tmp_path):
+    import json
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_student_dir, model_dir)
+    (model_dir / "generation_config.json").write_text(json.dumps({"repetition_penalty": 50.0, "top_k": 1}))
+    plain = open_backend("hf", str(tiny_student_dir), _sampling()).generate([{"prompt": "hello", "seed": 3}])
+    tuned = open_backend("hf", str(model_dir), _sampling()).generate([{"prompt": "hello", "seed": 3}])
+    assert tuned == plain
 
 
 def test_sample_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
@@ -83,6 +117,11 @@ def test_vllm_replicas_split_a_node_into_gpu_groups_and_the_chunks_between_them(
 
     assert gpu_groups(8, 2) == ["0,1", "2,3", "4,5", "6,7"]
     assert gpu_groups(8, 8) == ["0,1,2,3,4,5,6,7"]
+    # Devices the scheduler or the user gave this process are the ones split.
+    assert gpu_groups(4, 2, visible="4,5,6,7") == ["4,5", "6,7"]
+    assert gpu_groups(2, 1, visible="GPU-aa, GPU-bb") == ["GPU-aa", "GPU-bb"]
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES=4,5 names 2 GPUs but cluster.gpus_per_node is 4"):
+        gpu_groups(4, 2, visible="4,5")
     with pytest.raises(UserError, match="cluster.gpus_per_node=8 cannot be split into vLLM replicas of generation_tp=3"):
         gpu_groups(8, 3)
     node_chunks = [0, 2, 4, 6, 8, 10, 12]  # shard 0 of 2
@@ -113,15 +152,20 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     one_node = compose_config(["experiment=main", "cluster.gpus_per_node=2"])
     assert sample._replica_groups(one_node, "teacher", one_node.teacher_sampling) == ["0,1"]
     monkeypatch.setenv("PYTHONPATH", "/opt/NeMo")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/lib/python3.12/dist-packages/torch/lib:/usr/local/nvidia/lib64")
     started = []
 
     class FakeProcess:
-        def __init__(self, command, env, stdout, stderr):
+        def __init__(self, command, env, stdout, stderr, preexec_fn):
             assert command[0] == other_python and "PYTHONPATH" not in env
+            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and preexec_fn is sample._end_with_parent
             started.append((command, env["CUDA_VISIBLE_DEVICES"]))
             self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
 
         def wait(self):
+            return self.code
+
+        def poll(self):
             return self.code
 
     monkeypatch.setattr(subprocess, "Popen", FakeProcess)
@@ -135,3 +179,66 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
         sample._vllm_python(missing)
     assert ctx.commands[0][2:] == ["nemo_recipes.generation.replicas", "experiment=main", "--stage", "sample_teacher",
                                    "--replica", "0", "--replicas", "4"]
+
+
+def test_a_worker_environment_keeps_the_containers_python_libraries_out_of_the_vllm_venv():
+    from nemo_recipes.generation.replicas import worker_environment
+
+    environ = {"PYTHONPATH": "/opt/NeMo", "HOME": "/home/recipes",
+               "LD_LIBRARY_PATH": "/usr/local/lib/python3.12/dist-packages/torch/lib:/usr/local/lib/python3.12/"
+                                  "dist-packages/torch_tensorrt/lib:/usr/local/cuda/compat/lib:/usr/local/nvidia/lib"}
+    env = worker_environment(environ, "0,1", own_python=False)
+    assert env == {"HOME": "/home/recipes", "CUDA_VISIBLE_DEVICES": "0,1",
+                   "LD_LIBRARY_PATH": "/usr/local/cuda/compat/lib:/usr/local/nvidia/lib"}
+    assert "LD_LIBRARY_PATH" not in worker_environment({"LD_LIBRARY_PATH": "/x/site-packages/torch/lib"}, "0", False)
+    assert worker_environment(environ, "3", own_python=True) == {**environ, "CUDA_VISIBLE_DEVICES": "3"}
+
+
+def test_the_image_check_imports_vllm_in_a_workers_environment(tmp_path, monkeypatch, capsys):
+    from nemo_recipes.generation.replicas import check_worker_imports
+
+    fake_python = tmp_path / "python"  # succeeds only if the container's torch libraries were dropped
+    fake_python.write_text('#!/bin/sh\n[ "$LD_LIBRARY_PATH" = /usr/local/nvidia/lib64 ] || '
+                           '{ echo "ImportError: undefined symbol: initModule" >&2; exit 1; }\necho vLLM 0.32.0 torch 2.13.0\n')
+    fake_python.chmod(0o755)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/lib/python3.12/dist-packages/torch/lib:/usr/local/nvidia/lib64")
+    check_worker_imports(str(fake_python))
+    assert capsys.readouterr().out.strip() == "vLLM 0.32.0 torch 2.13.0"
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/elsewhere/lib")
+    with pytest.raises(SystemExit, match="cannot import torch and vLLM in a replica's environment: ImportError: "
+                                         "undefined symbol: initModule"):
+        check_worker_imports(str(fake_python))
+
+
+def test_a_vllm_worker_ends_when_the_stage_that_started_it_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import subprocess, time
+        from nemo_recipes.stages.sample import _end_with_parent
+        worker = subprocess.Popen(["sleep", "60"], preexec_fn=_end_with_parent)
+        open({str(pid_file)!r}, "w").write(str(worker.pid))
+        time.sleep(60)
+    """)])
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived the stage that started it")

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 
 class HFGenerator:
-    def __init__(self, model_path: str, sampling, device: str | None = None, trust_remote_code: bool = False):
+    def __init__(self, model_path: str, sampling, device: str | None = None, trust_remote_code: bool = False,
+                 revision: str | None = None):
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, GenerationConfig
 
         from nemo_recipes.tokenizer import load_tokenizer
 
         self.sampling = sampling
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code, revision=revision)
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left so generation starts aligned
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, revision=revision,
                                                           trust_remote_code=trust_remote_code).to(self.device)
         self.model.eval()
+        # transformers fills every setting generate() is not given from the model's generation_config.json (a
+        # hub model's may set repetition_penalty or top_k); vLLM given SamplingParams takes none of them. Sample with
+        # exactly the configured settings, as vLLM does.
+        self.model.generation_config = GenerationConfig()
         vocab = self.tokenizer.get_vocab()
         # Stop strings that are single tokens (<|im_end|>, <|endoftext|>) become stop token ids: exact and cheap.
         self.stop_ids = [vocab[s] for s in sampling.stop if s in vocab]
@@ -66,7 +71,9 @@ class HFGenerator:
         for stop in self.stop_strings:
             if stop in text:
                 text, finish = text[: text.index(stop)], "stop"
-        return {"generation": text, "num_generated_tokens": len(kept), "finish_reason": finish}
+        # Counted as vLLM counts: the stop token it generated is one of its tokens, not part of the text.
+        return {"generation": text, "num_generated_tokens": len(kept) + (stop_at is not None),
+                "finish_reason": finish}
 
     def close(self) -> None:
         del self.model

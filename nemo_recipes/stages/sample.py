@@ -85,7 +85,8 @@ def _vllm_plan(ctx, role: str, sampling) -> list[str]:
 
     model = model_config(ctx.cfg, role)
     groups = _replica_groups(ctx.cfg, role, sampling)
-    engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code)
+    engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code,
+                           _revision(ctx.cfg, role))
     params = {**sampling_params_kwargs(sampling, 0), "seed": "<per sample>"}
     python = vllm_python(ctx.cfg)
     return [f"vllm.LLM({_kwargs(engine)}) x {len(groups)} replica(s), CUDA_VISIBLE_DEVICES {' | '.join(groups)}",
@@ -150,14 +151,22 @@ def sample_seed(base_seed: int, request_index: int) -> int:
     return (base_seed * 1_000_003 + request_index) % (2**31 - 1)
 
 
+def _revision(cfg, role: str) -> str | None:
+    """The pinned hub revision of a hub model; None for local folders, toy models and the SFT output."""
+    model = model_config(cfg, role)
+    return model.get("revision") if role != "sft" and model.source == "hub" else None
+
+
 def _replica_groups(cfg, role: str, sampling) -> list[str]:
     """GPU groups of the vLLM workers on this node; [""] for the hf backend, which generates in this process."""
     if sampling.backend != "vllm":
         return [""]
     from nemo_recipes.generation.replicas import gpu_groups
 
+    import os
+
     tp = model_config(cfg, role).generation_tp
-    return gpu_groups(max(int(cfg.cluster.gpus_per_node), tp), tp)
+    return gpu_groups(max(int(cfg.cluster.gpus_per_node), tp), tp, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _vllm_python(cfg) -> str:
@@ -171,34 +180,48 @@ def _vllm_python(cfg) -> str:
 
 
 def _run_replicas(ctx, groups: list[str]) -> None:
-    """One worker process per GPU group, each generating its share of the chunks; logs in the stage folder."""
+    """One worker process per GPU group, each generating its share of the chunks; logs in the stage folder.
+
+    The workers end with this process: they get SIGTERM when it dies (even by SIGKILL) or stops on an exception,
+    so a resumed run never finds the GPUs held by orphans of the last one."""
     import os
     import subprocess
     import sys
 
-    from nemo_recipes.generation.replicas import worker_command
+    from nemo_recipes.generation.replicas import worker_command, worker_environment
 
     python = _vllm_python(ctx.cfg)
     logs = ctx.dir / "logs"
     logs.mkdir(exist_ok=True)
     workers = []
-    for replica, gpus in enumerate(groups):
-        command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
-        ctx.record_command(command)
-        log = open(logs / f"replica_{replica}.log", "a")
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
-        if python != sys.executable:  # the NGC image's PYTHONPATH points at NeMo's sources: not for vLLM's venv
-            env.pop("PYTHONPATH", None)
-        workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
-    failed = []
-    for replica, (process, log) in enumerate(workers):
-        if process.wait() != 0:
-            failed.append(replica)
-        log.close()
+    try:
+        for replica, gpus in enumerate(groups):
+            command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
+            ctx.record_command(command)
+            log = open(logs / f"replica_{replica}.log", "a")
+            env = worker_environment(os.environ, gpus, own_python=python == sys.executable)
+            workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                             preexec_fn=_end_with_parent), log))
+        ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
+        failed = [replica for replica, (process, _) in enumerate(workers) if process.wait() != 0]
+    finally:
+        for process, log in workers:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+            log.close()
     if failed:
         raise UserError(f"vLLM replicas {failed} failed (see {logs}/replica_N.log); their finished chunks are kept, "
                         f"run again to resume.")
+
+
+def _end_with_parent() -> None:
+    """In a worker, before it execs: ask Linux for SIGTERM when the process that started it dies."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def generate_replica(ctx, replica: int, replicas: int) -> None:
@@ -223,8 +246,9 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
     cfg = ctx.cfg
     path = model_path(cfg, role)
     model = model_config(cfg, role)
-    options = ({"tensor_parallel_size": model.generation_tp, "trust_remote_code": bool(model.trust_remote_code)}
-               if sampling.backend == "vllm" else {})
+    options = {"trust_remote_code": bool(model.trust_remote_code), "revision": _revision(cfg, role)}
+    if sampling.backend == "vllm":
+        options["tensor_parallel_size"] = model.generation_tp
     ctx.log(f"loading {model_name(cfg, role)} from {path} ({sampling.backend})")
     generator = open_backend(sampling.backend, path, sampling, **options)
     sampling_record = {key: sampling[key] for key in _SAMPLING_RECORD_KEYS}
