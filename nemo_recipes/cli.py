@@ -78,7 +78,19 @@ def _compose_one(overrides: list[str]) -> tuple:
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         return None, _one_sentence(error, overrides)
+    _listify(cfg)
     return cfg, _replaced_group(cfg)
+
+
+# Keys that hold lists of names or folders. `force=sft` on the command line is the string "sft", and a stage
+# name tested with `in` against a string matches by substring ("sft" in "sample_sft"): make it a one-item list.
+_LIST_KEYS = ("stages", "force", "evaluate", "reuse_from")
+
+
+def _listify(cfg) -> None:
+    for key in _LIST_KEYS:
+        if isinstance(cfg.get(key), str):
+            cfg[key] = [cfg[key]]
 
 
 # Config nodes filled from a group; `student=x` would replace the whole node with the string "x".

@@ -7,7 +7,8 @@ reads the folders of the stages it needs and writes only its own folder, `<run_d
     status        running | complete | failed
     config_hash   hash of the config subtrees the stage reads (plus its parameters)
     inputs_hash   hash of the fingerprints of the stages it needs
-    fingerprint   hash of the three above and of the stage's output files -- what downstream stages hash
+    fingerprint   hash of the stage's output files -- what downstream stages hash, so a stage recomputed with
+                  the same result (another worker count, say) leaves everything after it complete
     summary, commands, versions, host, argv, started, ended
 
 A complete stage whose two hashes still match is skipped. A stage found `running` or `failed` with matching hashes
@@ -52,10 +53,22 @@ class Stage:
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ()  # dotted config paths whose values the stage's output depends on
     params: tuple[tuple[str, Any], ...] = ()
-    unhashed: tuple[str, ...] = ()    # keys under config_keys that say how the work is split, not what it makes
+    unhashed: tuple[str, ...] = ()    # keys under config_keys that say how the work is split or planned, not what
+                                      # it makes
 
     def param(self, key: str, default: Any = None) -> Any:
         return dict(self.params).get(key, default)
+
+
+# Keys that only plan or split the work (or say what a model is like): they never change a stage's output.
+_PLANNING_KEYS = ("expected_tokens", "throughput_tokens_per_s", "num_shards", "shard")
+_SAMPLING_MODEL_KEYS = ("parallel", "num_params_b")  # the model's SFT layout and size, read by planning only
+_SFT_RUN_KEYS = ("logger", "wandb_project", "wandb_name", "nemo_to_hf_cpu_only", "keep_checkpoints")
+
+
+def _sampling_unhashed(model_key: str, sampling_key: str) -> tuple[str, ...]:
+    return (*(f"{sampling_key}.{key}" for key in _PLANNING_KEYS),
+            *(f"{model_key}.{key}" for key in _SAMPLING_MODEL_KEYS))
 
 
 def stage_graph(cfg) -> list[Stage]:
@@ -66,8 +79,9 @@ def stage_graph(cfg) -> list[Stage]:
     if trains and not released:
         stages += [
             Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
-                  ("teacher_sampling.shard",)),
-            Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),)),
+                  _sampling_unhashed("teacher", "teacher_sampling")),
+            Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),),
+                  ("grading.workers",)),
         ]
     if trains:
         stages += [
@@ -76,18 +90,20 @@ def stage_graph(cfg) -> list[Stage]:
             Stage("pack", "pack", ("select",),
                   ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path", "student.source",
                    "student.parallel.cp")),
-            Stage("sft", "sft", ("pack",), ("sft", "student")),
+            Stage("sft", "sft", ("pack",), ("sft", "student"), (),
+                  (*(f"sft.{key}" for key in _SFT_RUN_KEYS), "student.generation_tp", "student.num_params_b")),
         ]
     grades = []
     for role in cfg.evaluate:
-        if role not in ("base", "sft", "teacher"):
-            raise UserError(f"evaluate: unknown model role '{role}'; use base, sft or teacher.")
-        model_key = "teacher" if role == "teacher" else "student"
+        if role not in ("base", "sft"):
+            raise UserError(f"evaluate: unknown model role '{role}'; use base or sft (to evaluate another model, make "
+                            f"it the student of an evaluation-only run, e.g. model@student=qwq-32b-preview "
+                            f"evaluate=[base], as conf/experiment/eval-qwen2.5-math-72b-instruct.yaml does).")
         needs = ("prepare", "sft") if role == "sft" else ("prepare",)
-        stages.append(Stage(f"sample_{role}", "sample", needs, (model_key, "eval_sampling"), (("role", role),),
-                            ("eval_sampling.shard",)))
+        stages.append(Stage(f"sample_{role}", "sample", needs, ("student", "eval_sampling"), (("role", role),),
+                            _sampling_unhashed("student", "eval_sampling")))
         stages.append(Stage(f"grade_{role}", "grade", (f"sample_{role}",), ("grading",),
-                            (("source", f"sample_{role}"),)))
+                            (("source", f"sample_{role}"),), ("grading.workers",)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
     stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
@@ -155,13 +171,14 @@ def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None
 def selected_stages(cfg) -> list[Stage]:
     graph = stage_graph(cfg)
     names = [s.name for s in graph]
+    for key in ("stages", "force"):
+        for name in cfg.get(key) or []:
+            if name not in names:
+                raise UserError(f"{key}: unknown stage '{name}'; the stages of this experiment are "
+                                f"{', '.join(names)}.")
     if cfg.stages is None:
         return graph
-    wanted = list(cfg.stages)
-    for name in wanted:
-        if name not in names:
-            raise UserError(f"stages: unknown stage '{name}'; the stages of this experiment are {', '.join(names)}.")
-    return [s for s in graph if s.name in wanted]
+    return [s for s in graph if s.name in list(cfg.stages)]
 
 
 def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
@@ -212,7 +229,7 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
         raise
     manifest.update(status="complete", ended=_now(), seconds=round(time.time() - started, 2), summary=summary,
                     commands=ctx.commands, outputs_hash=_outputs_digest(ctx.dir))
-    manifest["fingerprint"] = _hash([config_hash, inputs_hash, manifest["outputs_hash"]])
+    manifest["fingerprint"] = _hash([stage.name, manifest["outputs_hash"]])
     write_json(manifest_path, manifest)
     ctx.log(f"complete in {manifest['seconds']:.1f} s")
 
@@ -268,16 +285,17 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
     print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
     costs = []
     argv = [arg for arg in argv or [] if arg.lstrip("+").split("=", 1)[0] != "dry_run"]  # commands that would run
+    states = stage_states(cfg)
     for number, stage in enumerate(stages, start=1):
         ctx = StageContext(cfg, stage, run_dir, progress=False, argv=argv)
-        state = _state(cfg, stage, run_dir)
+        state = states[stage.name]
         if state == "pending" and stage.name in shared:
             state = f"reused from run {shared[stage.name]}"
         print(f"\n{number:>2}. {stage.name:<15} [{state}]" + (f"  needs: {', '.join(stage.needs)}" if stage.needs else ""))
         module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
         for line in module.plan(ctx):
             print(f"      {line}")
-        if not state.startswith(("complete", "reused")):
+        if _will_run(state):
             costs.append(stage_estimate(ctx))
             print(f"      {costs[-1].line()}")
     needs = total(costs)
@@ -296,10 +314,11 @@ def stage_estimate(ctx: StageContext) -> Estimate:
 
 
 def pending_needs(cfg, stages: list[Stage]) -> Estimate:
-    """The summed cost of the stages that are not complete yet."""
+    """The summed cost of the stages that will run (or may: after an input that runs again)."""
     run_dir = Path(cfg.run_dir)
+    states = stage_states(cfg)
     return total([stage_estimate(StageContext(cfg, stage, run_dir, progress=False)) for stage in stages
-                  if not _state(cfg, stage, run_dir).startswith("complete")])
+                  if _will_run(states[stage.name])])
 
 
 def check_requirements(cfg, stages: list[Stage]) -> None:
@@ -307,6 +326,27 @@ def check_requirements(cfg, stages: list[Stage]) -> None:
     problems = unmet_requirements(cfg, pending_needs(cfg, stages))
     if problems:
         raise RequirementsNotMet(f"experiment {cfg.experiment_name}", problems)
+
+
+def stage_states(cfg) -> dict[str, str]:
+    """What a run would do with each stage, in graph order: a stage complete on disk still runs when it is forced,
+    and may run when a stage it needs runs first (it skips if that one's output comes out the same)."""
+    run_dir = Path(cfg.run_dir)
+    forced = set(cfg.get("force") or [])
+    states: dict[str, str] = {}
+    for stage in stage_graph(cfg):
+        state = _state(cfg, stage, run_dir)
+        rerunning = [need for need in stage.needs if _will_run(states[need])]
+        if stage.name in forced:
+            state = "forced: will run again"
+        elif state == "complete, will skip" and rerunning:
+            state = f"complete; runs again if {', '.join(rerunning)} changes its output"
+        states[stage.name] = state
+    return states
+
+
+def _will_run(state: str) -> bool:
+    return not state.startswith(("complete, will skip", "reused"))
 
 
 def _state(cfg, stage: Stage, run_dir: Path) -> str:

@@ -181,3 +181,66 @@ def test_an_identical_stage_of_another_run_is_reused_by_hard_link_not_recomputed
     run_pipeline(third)
     assert "reused" not in capsys.readouterr().out
     assert len((tmp_path / "c" / "prepare" / "benchmark.jsonl").read_text().splitlines()) == 10
+
+
+def test_a_stage_recomputed_with_the_same_output_leaves_the_stages_after_it_complete(tmp_path):
+    from nemo_recipes.io import write_json
+    from nemo_recipes.pipeline import _inputs_digest, config_digest, stage_states
+
+    cfg = _cfg(tmp_path, "stages=[prepare]")
+    run_pipeline(cfg)
+    sample = next(s for s in stage_graph(cfg) if s.name == "sample_teacher")
+    run_dir = tmp_path / "run"
+    (run_dir / "sample_teacher").mkdir()
+    write_json(run_dir / "sample_teacher" / "manifest.json", {  # a finished teacher sampling, as the engine writes it
+        "status": "complete", "config_hash": config_digest(cfg, sample), "inputs_hash": _inputs_digest(sample, run_dir),
+        "fingerprint": "f" * 64})
+    before = _manifest(tmp_path, "prepare")["fingerprint"]
+
+    changed = _cfg(tmp_path, "stages=[prepare]", "+problems.note=a key that changes no record")
+    assert stage_states(changed)["sample_teacher"] == "complete; runs again if prepare changes its output"
+    run_pipeline(changed)
+    assert list((run_dir / ".stale").glob("prepare-*"))  # prepare itself ran again ...
+    assert _manifest(tmp_path, "prepare")["fingerprint"] == before  # ... with the same output
+    assert stage_states(changed)["sample_teacher"] == "complete, will skip"
+    forced = _cfg(tmp_path, "force=[prepare]")
+    assert stage_states(forced)["prepare"] == "forced: will run again"
+    assert stage_states(forced)["sample_teacher"] == "complete; runs again if prepare changes its output"
+
+
+def test_keys_that_only_plan_or_split_the_work_change_no_stage_hash():
+    from nemo_recipes.pipeline import config_digest
+
+    def digests(*overrides):
+        cfg = compose_config(["experiment=main", *overrides])
+        return {stage.name: config_digest(cfg, stage) for stage in stage_graph(cfg)}
+
+    default = digests()
+    for override in ("teacher_sampling.expected_tokens=1", "teacher_sampling.throughput_tokens_per_s=1",
+                     "teacher_sampling.num_shards=4", "teacher_sampling.shard=1", "eval_sampling.num_shards=2",
+                     "grading.workers=7", "sft.logger=none", "sft.keep_checkpoints=false", "student.parallel.cp=4",
+                     "teacher.num_params_b=1", "student.generation_tp=4"):
+        changed = {name for name, digest in digests(override).items() if digest != default[name]}
+        # student.parallel.cp changes the packs and the training layout; student.generation_tp the sampling.
+        allowed = {"student.parallel.cp=4": {"pack", "sft"},
+                   "student.generation_tp=4": {"sample_base", "sample_sft"}}.get(override, set())
+        assert changed == allowed, override
+    assert {name for name, d in digests("teacher_sampling.temperature=0.5").items() if d != default[name]} == {
+        "sample_teacher"}
+    assert {name for name, d in digests("grading.timeout_s=3").items() if d != default[name]} == {
+        "grade_teacher", "grade_base", "grade_sft"}
+
+
+def test_stage_lists_given_as_one_name_are_lists_and_unknown_forced_stages_are_refused(tmp_path):
+    from nemo_recipes.pipeline import selected_stages
+
+    cfg = _cfg(tmp_path, "force=sample_sft", "stages=prepare")
+    assert list(cfg.force) == ["sample_sft"] and list(cfg.stages) == ["prepare"]  # not "sft" in "sample_sft"
+    assert [s.name for s in selected_stages(cfg)] == ["prepare"]
+    with pytest.raises(UserError, match="force: unknown stage 'prepar'; the stages of this experiment are prepare"):
+        selected_stages(_cfg(tmp_path, "force=[prepar]"))
+
+
+def test_evaluating_the_teacher_by_role_is_refused_with_the_way_to_do_it():
+    with pytest.raises(UserError, match=r"evaluate: unknown model role 'teacher'; use base or sft .*evaluate=\[base\]"):
+        stage_graph(compose_config(["evaluate=[base,sft,teacher]"]))
