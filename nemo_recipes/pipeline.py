@@ -161,11 +161,30 @@ def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None
         print_plan(cfg, stages, argv)  # show what was asked for before saying why it cannot start
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
+    shard = _shard_run(cfg, stages)
+    with run_lock(run_dir, shard=shard):
         for stage in stages:
-            _run_stage(cfg, stage, run_dir, argv or [])
+            _run_stage(cfg, stage, run_dir, argv or [], shard=shard)
     report = run_dir / "report" / "report.md"
     print(f"done: {run_dir}" + (f"; report: {report}" if report.exists() else ""), flush=True)
+
+
+def _shard_run(cfg, stages: list[Stage]) -> str | None:
+    """'<stage>-<shard>' when this run samples one shard (teacher_sampling.shard or eval_sampling.shard set), else
+    None. Nodes run their shards into one folder at once, so a shard run may hold nothing else: prepare has run."""
+    sharded = [stage for stage in stages if stage.module == "sample" and _sampling_of(cfg, stage).shard is not None]
+    if not sharded:
+        return None
+    others = [stage.name for stage in stages if stage not in sharded]
+    if others or len(sharded) > 1:
+        raise UserError(f"a shard run samples one stage and nothing else, but this one selects "
+                        f"{', '.join(s.name for s in stages)}; run the stages before it once without a shard, then "
+                        f"each node with e.g. stages=[{sharded[0].name}].")
+    return f"{sharded[0].name}-{_sampling_of(cfg, sharded[0]).shard}"
+
+
+def _sampling_of(cfg, stage: Stage):
+    return cfg.teacher_sampling if stage.param("role") == "teacher" else cfg.eval_sampling
 
 
 def selected_stages(cfg) -> list[Stage]:
@@ -181,14 +200,20 @@ def selected_stages(cfg) -> list[Stage]:
     return [s for s in graph if s.name in list(cfg.stages)]
 
 
-def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str]) -> None:
+def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str], shard: str | None = None) -> None:
     ctx = StageContext(cfg, stage, run_dir, progress=bool(cfg.progress), argv=list(argv))
     config_hash = config_digest(cfg, stage)
     inputs_hash = _inputs_digest(stage, run_dir)
     manifest_path = ctx.dir / MANIFEST
     previous = read_json(manifest_path) if manifest_path.exists() else None
     forced = stage.name in (cfg.force or [])
-    if previous and (forced or (previous.get("config_hash"), previous.get("inputs_hash")) != (config_hash, inputs_hash)):
+    changed = previous and (previous.get("config_hash"), previous.get("inputs_hash")) != (config_hash, inputs_hash)
+    if shard and previous and (forced or changed):
+        # Other nodes may be writing their chunks into this folder right now: never move it from under them.
+        raise UserError(f"{ctx.dir} holds sampling of another config or inputs, which a shard run never moves aside "
+                        f"(other shards may be writing there); give every node the same config, or recompute it "
+                        f"once without a shard.")
+    if previous and (forced or changed):
         stale = _move_aside(ctx.dir, run_dir)
         reason = "forced" if forced else "its config or inputs changed"
         ctx.log(f"{reason}: moved the previous results to {stale} and recomputing")
@@ -447,20 +472,39 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive lock on the run folder, held for the life of the process (the kernel drops it on SIGKILL)."""
-    handle = open(run_dir / ".lock", "a+")
+def run_lock(run_dir: Path, shard: str | None = None) -> Iterator[None]:
+    """The run folder's lock, held for the life of the process (the kernel drops it on SIGKILL): exclusive for a
+    run, shared for a shard run -- so the shards of a stage run at once on several nodes, each shard once, and no
+    other run while any does. `shard` names the shard ('<stage>-<index>', see _shard_run)."""
+    with contextlib.ExitStack() as held:
+        if shard is None:
+            held.enter_context(_flock(run_dir / ".lock", fcntl.LOCK_EX, run_dir))
+        else:
+            held.enter_context(_flock(run_dir / ".lock", fcntl.LOCK_SH, run_dir, holder=f"shard runs ({shard}: "))
+            held.enter_context(_flock(run_dir / f".lock-{shard}", fcntl.LOCK_EX, run_dir))
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, run_dir: Path, holder: str = "") -> Iterator[None]:
+    """flock `path` or refuse in one sentence naming who holds it (`holder` prefixes what this process records)."""
+    handle = open(path, "a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise UserError(f"{run_dir} is in use by {holder}; wait for that run to finish or choose another "
+        what = "this shard" if path.name != ".lock" else run_dir
+        raise UserError(f"{what} is in use by {holder}; wait for that run to finish or choose another "
                         f"run_dir.") from None
+    except OSError as error:  # e.g. Lustre mounted without flock: ENOSYS
+        handle.close()
+        raise UserError(f"{run_dir} cannot be locked ({error.strerror}); put runs_root on a file system with "
+                        f"file locks (local disk, NFSv4, Lustre mounted with -o flock).") from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+    handle.write(f"{holder}pid {os.getpid()} on {socket.gethostname()} since {_now()}{')' if holder else ''}\n")
     handle.flush()
     try:
         yield

@@ -244,3 +244,44 @@ def test_stage_lists_given_as_one_name_are_lists_and_unknown_forced_stages_are_r
 def test_evaluating_the_teacher_by_role_is_refused_with_the_way_to_do_it():
     with pytest.raises(UserError, match=r"evaluate: unknown model role 'teacher'; use base or sft .*evaluate=\[base\]"):
         stage_graph(compose_config(["evaluate=[base,sft,teacher]"]))
+
+
+def test_shards_of_a_stage_share_the_run_folder_but_each_shard_and_any_other_run_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with run_lock(run_dir, shard="sample_teacher-0"):
+        with run_lock(run_dir, shard="sample_teacher-1"):  # another node's shard runs at the same time
+            pass
+        with pytest.raises(UserError, match=r"this shard is in use by pid \d+ on "):
+            with run_lock(run_dir, shard="sample_teacher-0"):
+                pass
+        with pytest.raises(UserError, match=rf"{run_dir} is in use by shard runs \(sample_teacher-\d: pid \d+ on "):
+            with run_lock(run_dir):
+                pass
+    with run_lock(run_dir):
+        pass
+
+
+def test_a_shard_run_selects_its_sampling_stage_alone(tmp_path):
+    from nemo_recipes.pipeline import _shard_run, selected_stages
+
+    cfg = _cfg(tmp_path, "teacher_sampling.num_shards=2", "teacher_sampling.shard=1", "stages=[sample_teacher]")
+    assert _shard_run(cfg, selected_stages(cfg)) == "sample_teacher-1"
+    everything = _cfg(tmp_path, "teacher_sampling.num_shards=2", "teacher_sampling.shard=1")
+    with pytest.raises(UserError, match=r"a shard run samples one stage and nothing else, but this one selects "
+                                        r"prepare, .*then each node with e.g. stages=\[sample_teacher\]\."):
+        run_pipeline(everything)
+    assert _shard_run(_cfg(tmp_path), selected_stages(_cfg(tmp_path))) is None
+
+
+def test_a_file_system_without_locks_is_one_sentence(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(handle, mode):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(UserError, match=r"cannot be locked \(Function not implemented\); put runs_root on a file "
+                                        r"system with file locks"):
+        with run_lock(tmp_path):
+            pass

@@ -41,6 +41,9 @@ def run(ctx) -> dict:
 
     done = _done_chunks(chunk_dir)
     missing = [c for c in range(len(chunks)) if c not in done]
+    if missing and sampling.shard is None:
+        raise UserError(f"{len(missing)} chunks are still missing in {chunk_dir} after generation (see the replica "
+                        f"logs in {ctx.dir / 'logs'}); run the stage again to generate them.")
     if missing:
         raise UserError(f"shard {sampling.shard} of {sampling.num_shards} is done but {len(missing)} chunks of other "
                         f"shards are missing in {chunk_dir}; run the remaining shards, then run once more without "
