@@ -112,7 +112,8 @@ def compute_metrics(
 ) -> dict:
     """{"overall": block, "subsets": {name: block}, "k": k, "tie_rule": ...} for graded samples grouped by `id`.
 
-    k defaults to the smallest number of samples any problem has; each problem contributes its first k samples
+    k defaults to the number of samples every problem has (problems with different counts need an explicit k, as
+    NeMo-Skills refuses them too); each problem contributes its first k samples
     (by `sample_idx` when present, else in input order). A block holds pass@1, maj@k and pass@k with their
     bootstrap intervals, unbiased pass@j for powers of two below k, counts, the no-answer rate and, when the
     records carry them, generation length statistics and the truncation rate. `equivalent` (for instance
@@ -124,6 +125,10 @@ def compute_metrics(
     if not problems:
         raise UserError("compute_metrics: no graded records.")
     smallest = min(len(samples) for samples in problems.values())
+    largest = max(len(samples) for samples in problems.values())
+    if k is None and smallest != largest:
+        raise UserError(f"problems have between {smallest} and {largest} samples, so maj@k and pass@k have no single "
+                        f"k; give k (--k) to score the first k samples of each.")
     if k is None:
         k = smallest
     if not 1 <= k <= smallest:
@@ -149,9 +154,14 @@ def _group_by_problem(graded: Sequence[dict]) -> dict[object, list[dict]]:
             if key not in record:
                 raise UserError(f"graded record {position}: missing key '{key}'.")
         problems[record["id"]].append(record)
-    for samples in problems.values():
+    for problem_id, samples in problems.items():
         if all("sample_idx" in sample for sample in samples):
             samples.sort(key=lambda sample: sample["sample_idx"])
+            repeated = next((a["sample_idx"] for a, b in zip(samples, samples[1:])
+                             if a["sample_idx"] == b["sample_idx"]), None)
+            if repeated is not None:  # it would push a real sample out of the first k
+                raise UserError(f"problem {problem_id!r} has sample_idx {repeated} twice; graded records must be "
+                                f"one per sample.")
     return dict(problems)
 
 

@@ -148,3 +148,6 @@ def test_listed_issues_exist_and_wrong_golds_have_a_corrected_value(real_records
         else:
             assert corrected == record["expected_answer"]
     assert comp_math.corrected_expected_answer(by_id["aime24-0"]) == by_id["aime24-0"]["expected_answer"]
+    # The corrected cube-root gold is the real root: the numeric answer a model gives grades correct against it.
+    assert compare_answers(comp_math.corrected_expected_answer(by_id["hmmt_F_2024_guts_32"]), "-1.333692") == (
+        True, "ok")

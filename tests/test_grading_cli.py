@@ -103,6 +103,8 @@ def test_invalid_utf8_in_the_input_gives_valid_utf8_output(tmp_path, capsys):
         ('{"expected_answer": "1"}\n', ":1: missing key 'generation'"),
         ('{"expected_answer": "1", "generation": 5}\n', ":1: 'generation' must be a string"),
         ('[1, 2]\n', ":1: expected a JSON object"),
+        ('{"expected_answer": "1", "generation": "x"}\n{"expected_answer": null, "generation": "\\\\boxed{None}"}\n',
+         "line 2: 'expected_answer' is null; every row needs a gold answer."),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, capsys, content, message):
@@ -113,6 +115,13 @@ def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, capsys, content, 
     assert status == 2 and summary is None
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_empty_reasoning_marker_is_refused_by_the_parser(tmp_path, capsys):
+    source = _write(tmp_path / "in.jsonl", [{"expected_answer": "2", "generation": "\\boxed{2}"}])
+    with pytest.raises(SystemExit) as exit_info:
+        _run([str(source), "--output", str(tmp_path / "out.jsonl"), "--reasoning-end", ""], capsys)
+    assert exit_info.value.code == 2 and "the marker must not be empty" in capsys.readouterr().err
 
 
 def test_module_entry_point(tmp_path):

@@ -62,6 +62,7 @@ def test_reasoning_end_keeps_the_text_after_the_last_marker():
         ("The answer is: 7\nThat is all.", "7"),
         ("a box still wins: the answer is 3, \\boxed{4}", "4"),
         ("no digits at all", None),
+        ("The answer is \\(224\\) and \\(-176\\).", "\\(224\\) and \\(-176\\)"),  # two spans keep their delimiters
     ],
 )
 def test_fallback_mode_for_prompts_without_a_box(text, expected):

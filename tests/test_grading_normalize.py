@@ -29,6 +29,8 @@ def test_forms_math_verify_misses_are_reduced(answer, expected):
     "answer",
     [
         "$a$ and $b$",  # two math spans: not one wrapped answer
+        "\\(224\\) and \\(-176\\)",
+        "\\[224\\] and \\[-176\\]",
         "\\frac{1}{2}",
         "x^2 + 1",
         "\\text{Evelyn}",  # \text{} only drops around a number
@@ -38,3 +40,9 @@ def test_forms_math_verify_misses_are_reduced(answer, expected):
 )
 def test_other_answers_are_left_alone(answer):
     assert normalize_answer(answer) == answer
+
+
+def test_an_answer_of_two_math_spans_grades_like_the_list_it_is():
+    from nemo_recipes.grading.compare import compare_answers
+
+    assert compare_answers("224, -176", "\\(224\\) and \\(-176\\)") == (True, "ok")

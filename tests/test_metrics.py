@@ -94,12 +94,21 @@ def test_compute_metrics_per_subset_and_overall():
 def test_samples_are_ordered_by_sample_idx_and_cut_to_k():
     graded = _samples("a", ["1", "2", "2"], [True, False, False]) + _samples("b", ["3", "3"], [True, True])
     graded[0]["sample_idx"], graded[2]["sample_idx"] = 2, 0  # file order is not sample order
-    metrics = compute_metrics(graded, bootstrap=0)
-    assert metrics["k"] == 2  # the smallest number of samples any problem has
+    with pytest.raises(UserError, match="problems have between 2 and 3 samples, so maj@k and pass@k have no single k"):
+        compute_metrics(graded, bootstrap=0)
+    metrics = compute_metrics(graded, k=2, bootstrap=0)
+    assert metrics["k"] == 2
     assert metrics["overall"]["pass@1"] == 50.0  # problem a's samples 0 and 1 are both wrong
     assert metrics["overall"]["maj@2_ci"] is None
     with pytest.raises(UserError, match="k=3"):
         compute_metrics(graded, k=3)
+
+
+def test_a_repeated_sample_is_refused_rather_than_counted():
+    graded = _samples("a", ["1", "2"], [True, False])
+    graded[1]["sample_idx"] = graded[0]["sample_idx"]
+    with pytest.raises(UserError, match="problem 'a' has sample_idx 0 twice"):
+        compute_metrics(graded, bootstrap=0)
 
 
 def test_bad_input_is_a_user_error():

@@ -128,6 +128,9 @@ def test_bad_input_file_names_file_and_line(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
     with pytest.raises(UserError, match=rf"{tmp_path}/p.jsonl:2: missing key 'answer'"):
         run_pipeline(cfg)
+    (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": null}\n')
+    with pytest.raises(UserError, match=rf"{tmp_path}/p.jsonl, row 2: 'answer' is null; every problem needs a gold"):
+        run_pipeline(cfg)
 
 
 def test_missing_input_file_is_one_sentence(tmp_path):

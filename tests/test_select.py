@@ -12,10 +12,13 @@ from nemo_recipes.pipeline import StageContext, stage_graph
 from nemo_recipes.stages import select
 
 
-def _graded(problem_id: str, sample_idx: int, correct: bool, words: int, finish: str = "stop") -> dict:
-    text = "Wait, " + " ".join(["step"] * words) + f" Hmm so the answer is \\boxed{{{int(correct)}}}."
+def _graded(problem_id: str, sample_idx: int, correct: bool, words: int, finish: str = "stop",
+            status: str = "ok") -> dict:
+    answer = f" Hmm so the answer is \\boxed{{{int(correct)}}}." if status == "ok" else " Hmm I am not sure."
+    text = "Wait, " + " ".join(["step"] * words) + answer
     return {"id": problem_id, "problem": f"Problem {problem_id}", "expected_answer": "1", "subset": "seed",
-            "sample_idx": sample_idx, "generation": text, "correct": correct, "finish_reason": finish}
+            "sample_idx": sample_idx, "generation": text, "correct": correct, "finish_reason": finish,
+            "grade_status": status}
 
 
 @pytest.fixture
@@ -23,9 +26,11 @@ def run_dir(tmp_path):
     graded = []
     for p in range(6):
         pid = f"p{p}"
-        # problem p has p+1 correct samples of growing length, one wrong one, and one truncated correct one
+        # problem p has p+1 correct samples of growing length, one wrong one, one truncated correct one, and one
+        # that states no answer (closest to the target, so only the rule keeps it out of the incorrect set)
         graded += [_graded(pid, s, True, 10 * (s + 1)) for s in range(p + 1)]
-        graded += [_graded(pid, 7, False, 25), _graded(pid, 8, True, 30, finish="length")]
+        graded += [_graded(pid, 7, False, 25), _graded(pid, 8, True, 30, finish="length"),
+                   _graded(pid, 9, False, 18, status="no_answer")]
     problems = [{"id": f"p{p}", "problem": f"Problem p{p}", "expected_answer": "1", "subset": "seed",
                  "solutions": {"human_stage1": f"Human solution {p}. \\boxed{{1}}"} if p < 4 else {}}
                 for p in range(6)]

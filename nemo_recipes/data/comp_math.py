@@ -47,7 +47,7 @@ GOLD_ISSUES: dict[str, GoldIssue] = {
     "hmmt_F_2024_guts_32": GoldIssue(
         "wrong",
         "a cube root became a square root, making the gold purely imaginary (the minimum Re(x) is -1.3336915)",
-        "\\sqrt[3]{\\frac{1-\\sqrt{33}}{2}}",
+        "-\\sqrt[3]{\\frac{\\sqrt{33}-1}{2}}",  # the real cube root: sympy's of a negative number is complex
     ),
     "hmmt_N_2024_guts_25": GoldIssue(
         "wrong", "the answer was wrapped in an extra \\sqrt (a numeric solve gives BC = 6.692130)",

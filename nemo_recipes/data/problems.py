@@ -69,7 +69,10 @@ def _to_schema(rows: list[dict], spec) -> list[dict]:
     """
     records, by_problem = [], {}
     type_key, solution_key = spec.get("solution_type_key"), spec.get("solution_key")
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        if row[spec.answer_key] is None:  # str() would make it the gold answer "None"
+            raise UserError(f"{spec.get('local_path') or spec.get('hf_id') or spec.name}, row {number}: "
+                            f"'{spec.answer_key}' is null; every problem needs a gold answer.")
         problem = row[spec.problem_key]
         if problem not in by_problem:
             identifier = str(row[spec.id_key]) if spec.get("id_key") else f"{spec.name}-{len(records):04d}"

@@ -95,6 +95,9 @@ def grade_file(
         while the rest of the file is still being read."""
         for row in source:
             rows.append(row)
+            if row.data[gold_key] is None:  # str() would make it the answer "None"
+                raise UserError(f"{input_path}, line {row.line_number}: '{gold_key}' is null; every row needs a "
+                                f"gold answer.")
             gold = str(row.data[gold_key])
             for position, text in enumerate(_generations(row.data, generation_key, input_path, row.line_number)):
                 answer = extract_answer(text, mode=mode, reasoning_end=reasoning_end)
@@ -176,6 +179,12 @@ def _version(library: str) -> str | None:
         return None
 
 
+def _marker(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("the marker must not be empty")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -200,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         default="boxed",
         help="boxed: last \\boxed{} or no answer, as NeMo-Skills; fallback: else 'answer is ...' or the last number",
     )
-    parser.add_argument("--reasoning-end", help="keep only text after this marker (e.g. '</think>'); none: no answer")
+    parser.add_argument("--reasoning-end", type=_marker,
+                        help="keep only text after this marker (e.g. '</think>'); none: no answer")
     parser.add_argument("--workers", type=_count, default=2, help="grading processes (0: grade in this process)")
     parser.add_argument("--k", type=int, help="samples per problem for maj@k and pass@k (default: all)")
     parser.add_argument("--tie-rule", choices=("first", "sorted", "average"), default="first",

@@ -20,6 +20,7 @@ _BARE_BOX_ARGUMENT = re.compile(r"\s*([^\s{$]+?)(?=\s|\$|\\\]|\\\)|$)")
 _ANSWER_PHRASE = re.compile(r"answer is[:\s]*(.+?)\s*(?:$|\n)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _MATH_DELIMITERS = re.compile(r"^\s*(?:\$+|\\\(|\\\[)|(?:\$+|\\\)|\\\])\s*\.?\s*$")
+_ANY_MATH_DELIMITER = re.compile(r"\$|\\[()\[\]]")
 
 
 def extract_answer(text: str | None, *, mode: str = "boxed", reasoning_end: str | None = None) -> str | None:
@@ -109,6 +110,8 @@ def _unboxed_answer(text: str) -> str | None:
     phrases = _ANSWER_PHRASE.findall(text)
     if phrases:
         answer = _MATH_DELIMITERS.sub("", phrases[-1]).strip()
+        if _ANY_MATH_DELIMITER.search(answer):  # several spans ("\(224\) and \(-176\)"): keep every delimiter
+            answer = phrases[-1].strip().rstrip(".").strip()
         if answer:
             return answer
     numbers = _NUMBER.findall(text)

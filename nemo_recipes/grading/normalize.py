@@ -17,7 +17,9 @@ _PERCENT = re.compile(
 _TEXT_NUMBER = re.compile(rf"^\\(?:text|textbf|textrm|mathrm|mbox)\{{\s*({_NUMBER})\s*\}}$")
 _DEGREES = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree|\\text\{\s*degrees?\s*\})$")
 # One math span around the whole answer; the comparison re-wraps it, and the rules above need to see its end.
-_WHOLE_MATH_SPAN = re.compile(r"^(?:\$([^$]*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
+# A span holds no other delimiter of its kind: `\(224\) and \(-176\)` is two spans, not one to strip.
+_WHOLE_MATH_SPAN = re.compile(
+    r"^(?:\$([^$]*)\$|\\\(((?:(?!\\[()]).)*)\\\)|\\\[((?:(?!\\[\[\]]).)*)\\\])$", re.DOTALL)
 
 
 def normalize_answer(answer: str) -> str:

@@ -52,8 +52,11 @@ def _released(ctx, sel) -> tuple[list[dict], int]:
 def _eligible(record: dict, sel) -> bool:
     if sel.strategy == "released":
         return True  # the data-source ablation trains on every released solution, as the dataset card's runs did
-    return (record["correct"] is True) == (sel.require == "correct") and record["correct"] is not None \
-        and record["finish_reason"] == "stop"
+    if record["finish_reason"] != "stop":
+        return False
+    if sel.require == "incorrect":  # a wrong final answer -- not a trace that states none or could not be parsed
+        return record["correct"] is False and record.get("grade_status") == "ok"
+    return record["correct"] is True
 
 
 def run(ctx) -> dict:
