@@ -73,11 +73,17 @@ def _compose_one(overrides: list[str]) -> tuple:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from yaml import MarkedYAMLError
+
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         return None, _one_sentence(error, overrides)
+    except MarkedYAMLError as error:  # a config file that is not YAML
+        mark = error.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        return None, f"bad configuration file: {error.problem or error.context} ({where})."
     _listify(cfg)
     return cfg, _replaced_group(cfg)
 
@@ -151,6 +157,10 @@ def exit_status(command: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as error:  # a full disk, a folder that is a file: the machine's word, and what is kept
+        print(f"error: {error}; what was computed is kept, run the same command again once that is fixed.",
+              file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,18 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 from nemo_recipes.errors import UserError
 
 
+def make_shareable(path_or_fd: str | os.PathLike | int, directory: bool = False) -> None:
+    """Give a temporary file (0600) or folder (0700) the mode a plain open() or mkdir() would have given it under
+    this process's umask, before it is renamed into place: results on a shared disk are for the whole group."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (0o777 if directory else 0o666) & ~umask
+    if isinstance(path_or_fd, int):
+        os.fchmod(path_or_fd, mode)
+    else:
+        os.chmod(path_or_fd, mode)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """A file to write `path` through: readers see the old file or the whole new one, never a prefix.
@@ -22,6 +34,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_shareable(fd)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f

@@ -22,16 +22,14 @@ every open bin for every sample); it makes exactly the bins that NeMo's first-fi
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.io import read_jsonl
+from nemo_recipes.io import atomic_open, read_jsonl
 
 PACKING_ALGORITHMS = ("first_fit_decreasing", "first_fit_shuffle")
 # Where the packed loss mask stores "token j is trained" (nemo_loss_mask). "label": at j - 1, beside the input that
@@ -333,12 +331,5 @@ def _fill_pack(members: list[dict], eos_id: int, alignment: str) -> dict:
 def _save_object_array(path: Path, packs: list[dict]) -> None:
     array = np.empty(len(packs), dtype=object)
     array[:] = packs
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=True)

@@ -288,3 +288,45 @@ def test_a_file_system_without_locks_is_one_sentence(tmp_path, monkeypatch):
                                         r"system with file locks"):
         with run_lock(tmp_path):
             pass
+
+
+def test_results_are_readable_by_whoever_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    from nemo_recipes.io import write_json
+    from nemo_recipes.training.checkpoints import publish_directory
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "manifest.json", {"status": "complete"})
+        folder = tmp_path / ".model.tmp"
+        folder.mkdir(mode=0o700)
+        publish_directory(folder, tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o644  # mkstemp alone gives 0600
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+
+
+def test_a_config_file_that_is_not_yaml_is_one_sentence_naming_file_and_line(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from nemo_recipes import cli
+
+    conf = tmp_path / "conf"
+    shutil.copytree(cli.CONF_DIR, conf)
+    with open(conf / "experiment" / "demo.yaml", "a") as f:
+        f.write("broken: [unclosed\n")
+    monkeypatch.setattr(cli, "CONF_DIR", conf)
+    assert main(["dry_run=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bad configuration file: ") and f"({conf}/experiment/demo.yaml, line " in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_os_error_while_running_is_one_sentence_and_keeps_the_run_resumable(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main([f"run_dir={tmp_path}/a-file/run", "stages=[prepare]", "progress=false"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: [Errno 20] Not a directory") and err.endswith("once that is fixed.")

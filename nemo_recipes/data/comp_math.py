@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.io import read_jsonl, sha256_file
+from nemo_recipes.io import make_shareable, read_jsonl, sha256_file
 
 COMP_MATH_COMMIT = "0b012df8a09cd4730d31b16e90a0d8f13d145fb8"
 COMP_MATH_URL = (
@@ -98,6 +98,7 @@ def fetch_comp_math(*, cache_dir: str | os.PathLike | None = None, url: str = CO
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".test.jsonl.", suffix=".tmp")
+    make_shareable(descriptor)
     try:
         with os.fdopen(descriptor, "wb") as out:
             try:

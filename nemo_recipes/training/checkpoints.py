@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nemo_recipes.io import make_shareable
+
 STEP_DIR = re.compile(r"step_(\d+)")
 TRAINING_STATE = "training_state.pt"
 
@@ -45,6 +47,7 @@ def save_checkpoint(root, step: int, model, training_state: dict) -> Path:
         torch.save(training_state, tmp / TRAINING_STATE)
         if final.exists():  # a rerun of the same step after a crash between rename and the next step
             shutil.rmtree(final)
+        make_shareable(tmp, directory=True)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -60,6 +63,7 @@ def load_training_state(checkpoint: Path) -> dict:
 
 def publish_directory(tmp: Path, final: Path) -> None:
     """Move a fully written directory into place, replacing an older one."""
+    make_shareable(tmp, directory=True)
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
