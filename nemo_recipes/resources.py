@@ -90,7 +90,8 @@ def _training(cfg) -> Estimate:
     checkpoints = min(5, math.ceil(sft.max_steps / sft.save_interval)) + 1  # save_top_k 5, plus the -last copy
     kept = 2 * BF16_BYTES_PER_PARAM  # the trained .nemo and the HF export
     transient = BF16_BYTES_PER_PARAM  # the NeMo->HF converter's intermediate weights file
-    training = BF16_BYTES_PER_PARAM + CHECKPOINT_BYTES_PER_PARAM * checkpoints  # base .nemo + Megatron checkpoints
+    # the base .nemo, packed and unpacked (restore_from_path), and the Megatron checkpoints
+    training = 2 * BF16_BYTES_PER_PARAM + CHECKPOINT_BYTES_PER_PARAM * checkpoints
     if sft.get("keep_checkpoints", True):
         kept += training
     else:

@@ -3,6 +3,7 @@ replaced by a fake that writes what each real step would (no GPU, no container h
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -259,8 +260,18 @@ class FakeLauncher:
         def arg(flag):
             return Path(command[command.index(flag) + 1])
 
-        if step == "hf_to_nemo":
-            arg("--output_path").write_bytes(b"nemo")
+        if step == "hf_to_nemo":  # a .nemo is a plain tar of the config and the weights folder
+            import tarfile
+
+            with tarfile.open(arg("--output_path"), "w:") as nemo:
+                for name, data in (("model_config.yaml", b"precision: bf16\n"), ("model_weights/common.pt", b"w")):
+                    member = tarfile.TarInfo(f"./{name}")
+                    member.size = len(data)
+                    nemo.addfile(member, io.BytesIO(data))
+        elif step == "unpack_base":  # Python's own tarfile command: run it for real
+            import subprocess
+
+            subprocess.run([sys.executable, *command[1:]], check=True)
         elif step == "train":
             config = yaml.safe_load((Path(command[-2].split("=", 1)[1]) / "gpt_sft.yaml").read_text())
             final = Path(config["exp_manager"]["explicit_log_dir"]) / "checkpoints" / "megatron_gpt_sft.nemo"
@@ -289,6 +300,7 @@ def test_plan_lists_convert_train_convert_back_for_one_node(sft_inputs):
     assert commands == [
         ["python", str(nemo_dir / conversion.HF_TO_NEMO_SCRIPT), "--input_name_or_path", str(hf),
          "--output_path", str(stage / "base_model.nemo"), "--precision", "bf16"],
+        ["python", "-m", "tarfile", "-e", str(stage / "base_model.nemo"), str(stage / "base_model")],
         ["python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=8",
          str(sft_inputs["aligner_dir"] / "examples/nlp/gpt/train_gpt_sft.py"),
          f"--config-path={stage}", "--config-name=gpt_sft"],
@@ -304,7 +316,7 @@ def test_sft_script_path_is_configurable(sft_inputs):
     cfg = sft_inputs["cfg"]
     cfg.cluster.sft_script = "/workspace/NeMo-Skills/start_sft.py"
     train = plan_sft(cfg, stage_dir=sft_inputs["stage_dir"], packed_data_path=sft_inputs["packed"],
-                     hf_model_dir=str(sft_inputs["hf"]))[1]
+                     hf_model_dir=str(sft_inputs["hf"]))[2]
     assert "/workspace/NeMo-Skills/start_sft.py" in train
 
 
@@ -314,16 +326,17 @@ def test_run_sft_runs_each_step_with_its_log_and_returns_the_hf_folder(sft_input
     stage = sft_inputs["stage_dir"]
 
     assert model_dir == stage / "model"
-    assert [Path(c[1]).name if c[1] != "-m" else "torchrun" for c in launcher.commands] == [
-        "convert_qwen2_hf_to_nemo.py", "torchrun", "convert_qwen2_nemo_to_hf.py"]
-    for step in ("hf_to_nemo", "train", "nemo_to_hf"):
+    assert [Path(c[1]).name if c[1] != "-m" else c[2] for c in launcher.commands] == [
+        "convert_qwen2_hf_to_nemo.py", "tarfile", "torch.distributed.run", "convert_qwen2_nemo_to_hf.py"]
+    assert (stage / "base_model" / "model_config.yaml").is_file()  # unpacked once, for every rank to read
+    for step in ("hf_to_nemo", "unpack_base", "train", "nemo_to_hf"):
         assert "CUDA_DEVICE_MAX_CONNECTIONS=1" in (stage / "logs" / f"{step}.log").read_text()
         marker = json.loads((stage / "logs" / f"{step}.done").read_text())
         assert marker["step"] == step and marker["command"] in launcher.commands
     assert (model_dir / "tokenizer.json").exists() and (model_dir / "vocab.json").exists()
     assert not (stage / "hf_weights.bin").exists(), "the intermediate weights copy is removed"
     written = yaml.safe_load((stage / "gpt_sft.yaml").read_text())
-    assert written["model"]["restore_from_path"] == str(stage / "base_model.nemo")
+    assert written["model"]["restore_from_path"] == str(stage / "base_model")
     assert written["model"]["data"]["train_ds"]["file_path"] == str(sft_inputs["packed"])
 
     again = FakeLauncher()
@@ -341,7 +354,7 @@ def test_checkpoints_are_kept_unless_asked_and_the_models_always_are(sft_inputs)
     sft_inputs["cfg"].sft.keep_checkpoints = False
     model_dir = run(sft_inputs, FakeLauncher())
     assert sorted(p.name for p in checkpoints.iterdir()) == ["megatron_gpt_sft.nemo"]
-    assert not (stage / "base_model.nemo").exists()
+    assert not (stage / "base_model.nemo").exists() and not (stage / "base_model").exists()
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
 
 
@@ -357,7 +370,7 @@ def test_training_that_stops_early_is_not_converted(sft_inputs):
     launcher = FakeLauncher(skip_output_step="train")
     with pytest.raises(UserError, match="training stopped before sft.max_steps"):
         run(sft_inputs, launcher)
-    assert len(launcher.commands) == 2, "NeMo -> HF never ran on a partial model"
+    assert launcher.commands[-1][2] == "torch.distributed.run", "NeMo -> HF never ran on a partial model"
 
 
 def test_missing_container_script_says_how_to_enter_the_container(sft_inputs):
@@ -402,3 +415,15 @@ def test_run_logged_captures_output_and_environment(tmp_path):
     assert status == 3
     text = log.read_text()
     assert "$ " in text and "rank0 1" in text
+
+
+def test_on_slurm_a_hub_snapshot_is_mounted_with_the_blobs_its_files_link_to(sft_inputs, tmp_path):
+    repo = tmp_path / "hub" / "models--Qwen--Qwen2.5-7B"
+    snapshot = repo / "snapshots" / "d149729398750b98c0af14eb82c78cfe92750796"
+    shutil.copytree(sft_inputs["hf"], snapshot)
+    cfg = compose_cfg(f"cluster.nemo_dir={sft_inputs['nemo_dir']}", student="qwen2.5-7b")  # Slurm, 4 nodes
+    commands = plan_sft(cfg, stage_dir=sft_inputs["stage_dir"], packed_data_path=sft_inputs["packed"],
+                        hf_model_dir=str(snapshot))
+    mounts = next(arg for arg in commands[0] if arg.startswith("--container-mounts=")).split("=", 1)[1].split(",")
+    assert f"{repo}:{repo}" in mounts and not any(m.startswith(f"{snapshot}:") for m in mounts)
+    assert str(snapshot) in commands[0]  # the converter still reads the snapshot itself

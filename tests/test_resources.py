@@ -29,9 +29,9 @@ def test_training_cost_is_six_flops_per_parameter_and_token_at_the_stated_mfu():
     cost = estimate(cfg, _stage(cfg, "sft"), None)
     tokens = 50 * 1024 * 16384
     assert cost.gpu_hours == pytest.approx(6 * 32.8e9 * tokens / (989e12 * 0.35) / 3600)
-    # kept: base .nemo, trained .nemo, HF export (2 bytes/param each) + 2 checkpoints (14 each); while it runs also
-    # the converter's intermediate weights file
-    assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 3 + 14 * 2) / 1e9)
+    # kept: base .nemo packed and unpacked, trained .nemo, HF export (2 bytes/param each) + 2 checkpoints (14 each);
+    # while it runs also the converter's intermediate weights file
+    assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 4 + 14 * 2) / 1e9)
     assert cost.peak_extra_gb == pytest.approx(32.8e9 * 2 / 1e9)
     lean = compose_config(["experiment=main", "sft.keep_checkpoints=false"])
     lean_cost = estimate(lean, _stage(lean, "sft"), None)

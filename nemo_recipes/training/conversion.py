@@ -59,6 +59,12 @@ def hf_to_nemo_program(nemo_dir, *, hf_model_dir, nemo_path, precision) -> list[
     ]
 
 
+def unpack_nemo_program(nemo_path, output_dir) -> list[str]:
+    """Python's own tarfile command unpacking a .nemo (a plain tar) into `output_dir`, for restore_from_path: NeMo and
+    NeMo-Aligner restore from an unpacked folder as is (NeMo-Aligner utils.load_from_nemo, model_extracted_dir)."""
+    return ["-m", "tarfile", "-e", str(Path(nemo_path).absolute()), str(Path(output_dir).absolute())]
+
+
 def nemo_to_hf_program(nemo_dir, *, nemo_path, hf_model_dir, weights_path, hf_output_dir, precision,
                        cpu_only: bool) -> list[str]:
     """The converter writing a full HF folder: config from `hf_model_dir`, weights from the .nemo.

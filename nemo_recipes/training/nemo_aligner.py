@@ -6,7 +6,9 @@
             longest_sequence=..., packed_context_parallel_size=...)         # -> stage_dir / "model"
 
 Stage folder:
-    base_model.nemo            HF -> NeMo output (restore_from_path)
+    base_model.nemo            HF -> NeMo output
+    base_model/                the same, unpacked once (restore_from_path): given the .nemo tarball, NeMo unpacks
+                               it on every rank into a temporary folder (~65 GB each for 32B, on /tmp)
     gpt_sft.yaml               the complete NeMo-Aligner config (nemo_yaml.py)
     training/                  exp_manager.explicit_log_dir: checkpoints/, the final .nemo, TensorBoard events
     model/                     the trained model as an HF folder (weights, config, tokenizer)
@@ -55,6 +57,10 @@ class SftLayout:
     @property
     def base_nemo(self) -> Path:
         return self.stage_dir / "base_model.nemo"
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.stage_dir / "base_model"
 
     @property
     def training_dir(self) -> Path:
@@ -122,7 +128,7 @@ def run_sft(
 
     nemo_yaml.write_gpt_sft_config(
         cfg,
-        nemo_model_path=layout.base_nemo,
+        nemo_model_path=layout.base_model_dir,
         packed_data_path=packed_data_path,
         output_dir=layout.training_dir,
         config_dir=layout.stage_dir,
@@ -136,8 +142,9 @@ def run_sft(
 
 def _delete_training_state(layout: SftLayout) -> None:
     """sft.keep_checkpoints=false: what only further training would read -- the Megatron checkpoints (14 bytes per
-    parameter each) and the base .nemo. The trained .nemo and the HF model stay."""
+    parameter each) and the base .nemo, packed and unpacked. The trained .nemo and the HF model stay."""
     layout.base_nemo.unlink(missing_ok=True)
+    shutil.rmtree(layout.base_model_dir, ignore_errors=True)
     for entry in layout.trained_nemo.parent.iterdir():
         if entry.is_dir():
             shutil.rmtree(entry)
@@ -152,13 +159,15 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
     nemo_dir = Path(cfg.cluster.nemo_dir)
     train_script = Path(cfg.cluster.get("sft_script") or Path(cfg.cluster.nemo_aligner_dir) / TRAIN_SCRIPT)
     mounts = launch.same_path_mounts(
-        [layout.stage_dir, hf_model_dir, packed_data_path.parent], extra=cfg.cluster.get("container_mounts") or ()
+        [layout.stage_dir, _model_folder_to_mount(hf_model_dir), packed_data_path.parent],
+        extra=cfg.cluster.get("container_mounts") or (),
     )
     precision = cfg.sft.precision
 
     to_nemo = conversion.hf_to_nemo_program(
         nemo_dir, hf_model_dir=hf_model_dir, nemo_path=layout.base_nemo, precision=precision
     )
+    unpack = conversion.unpack_nemo_program(layout.base_nemo, layout.base_model_dir)
     train = [str(train_script), f"--config-path={layout.stage_dir}", f"--config-name={nemo_yaml.CONFIG_NAME}"]
     to_hf = conversion.nemo_to_hf_program(
         nemo_dir,
@@ -177,6 +186,11 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
             (Path(to_nemo[0]),),
         ),
         SftStep(
+            "unpack_base",
+            launch.single_process_command(cfg, unpack, mounts=mounts, job_name="sft-unpack-base"),
+            layout.base_model_dir,
+        ),
+        SftStep(
             "train",
             launch.distributed_command(cfg, train, mounts=mounts, job_name="sft-train"),
             layout.trained_nemo,
@@ -189,6 +203,12 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
             (Path(to_hf[0]),),
         ),
     ]
+
+
+def _model_folder_to_mount(hf_model_dir: Path) -> Path:
+    """A Hugging Face cache snapshot (<repo>/snapshots/<commit>) holds links to ../../blobs: mount the whole repo
+    folder, or the links dangle inside the container."""
+    return hf_model_dir.parents[1] if hf_model_dir.parent.name == "snapshots" else hf_model_dir
 
 
 def count_packs(packed_data_path: Path) -> int:

@@ -25,7 +25,7 @@ def main_experiment_yaml(tmp_path_factory):
     from nemo_recipes.training.nemo_yaml import write_gpt_sft_config
 
     stage = tmp_path_factory.mktemp("sft_stage")
-    path = write_gpt_sft_config(compose_cfg(), nemo_model_path=stage / "base_model.nemo",
+    path = write_gpt_sft_config(compose_cfg("student.parallel.cp=4"), nemo_model_path=stage / "base_model",
                                 packed_data_path=stage / "packed_16384_seed0.npy", output_dir=stage / "training")
     with initialize_config_dir(str(path.parent), version_base=None):
         config = compose(config_name=path.stem, overrides=["trainer.sft.limit_train_batches=1.0"])
