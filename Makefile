@@ -1,6 +1,10 @@
 # nemo_recipes: every target runs inside .venv (created on first use). Hydra overrides go in ARGS:
 #   make demo ARGS="teacher_sampling.n=16 sft.max_steps=60"
+#   make demo ARGS="student.parallel={tp:4,cp:1}"             # braces reach Hydra as written (bash +B)
+#   make demo ARGS="runs_root='\$\${oc.env:SCRATCH}/runs'"  # a Hydra interpolation: $$ for make, '' for its bash
 SHELL := /bin/bash
+# No brace expansion: ARGS holds Hydra dicts and lists ({tp:4,cp:1}), which bash would split into two words.
+.SHELLFLAGS := +B -c
 PYTHON_SYSTEM ?= python3
 VENV := .venv
 NEMO_VENV := .venv-nemo

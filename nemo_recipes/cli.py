@@ -84,8 +84,11 @@ def _compose_one(overrides: list[str]) -> tuple:
         mark = error.problem_mark
         where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
         return None, f"bad configuration file: {error.problem or error.context} ({where})."
+    from nemo_recipes.config_checks import config_value_problem
+
     _listify(cfg)
-    return cfg, _replaced_group(cfg)
+    problem = _replaced_group(cfg) or config_value_problem(cfg)
+    return (None, problem) if problem else (cfg, None)
 
 
 # Keys that hold lists of names or folders. `force=sft` on the command line is the string "sft", and a stage

@@ -193,7 +193,7 @@ def selected_stages(cfg) -> list[Stage]:
     for key in ("stages", "force"):
         for name in cfg.get(key) or []:
             if name not in names:
-                raise UserError(f"{key}: unknown stage '{name}'; the stages of this experiment are "
+                raise UserError(f"{key}: unknown stage '{name}'; the stages of experiment {cfg.experiment_name} are "
                                 f"{', '.join(names)}.")
     if cfg.stages is None:
         return graph
@@ -264,6 +264,8 @@ def _reuse(cfg, ctx: StageContext, config_hash: str, inputs_hash: str) -> bool:
     config and the same inputs -- the same computation, e.g. teacher sampling shared by the main run and the
     correctness ablation. Files are hard-linked when the file system allows it (a 32B SFT stage is ~1 TB)."""
     if ctx.dir.exists():  # something of this run is there already (and reuse_from naming this run finds nothing)
+        return False
+    if ctx.stage.name == "report":  # it names its own run folder: never another run's
         return False
     for other in cfg.get("reuse_from") or []:
         source = Path(other) / ctx.stage.name

@@ -100,3 +100,18 @@ def test_help_and_dry_run_do_not_import_torch(tmp_path):
     assert "vllm.LLM(model='Qwen/QwQ-32B-Preview', tensor_parallel_size=2, enable_prefix_caching=True" in plan
     assert "-m nemo_recipes.generation.replicas experiment=main" in plan
     assert not (tmp_path / "main").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("override, sentence", [
+    ("teacher_sampling.n=abc", "teacher_sampling.n is 'abc'; it must be a whole number of at least 1."),
+    ("eval_sampling.n=0", "eval_sampling.n is 0; it must be a whole number of at least 1."),
+    ("sft.save_interval=0", "sft.save_interval is 0; it must be a whole number of at least 1."),
+    ("selection.num_examples=2.5", "selection.num_examples is 2.5; it must be a whole number of at least 1."),
+    ("eval_sampling.top_p=1.5", "eval_sampling.top_p is 1.5; it must be a number from 0 to 1."),
+    ("cluster.assumed_mfu=0", "cluster.assumed_mfu is 0; it must be a number from 0.01 to 1."),
+    ("sft.lr=true", "sft.lr is True; it must be a number of at least 0."),
+])
+def test_a_setting_of_the_wrong_kind_or_range_is_refused_when_composed(override, sentence):
+    with pytest.raises(UserError) as error:
+        compose_config(["experiment=main", override])
+    assert str(error.value) == sentence

@@ -72,7 +72,7 @@ def test_downstream_stage_needs_complete_inputs(tmp_path):
 
 
 def test_unknown_stage_is_one_sentence(tmp_path):
-    with pytest.raises(UserError, match="stages: unknown stage 'smaple'; the stages of this experiment are prepare"):
+    with pytest.raises(UserError, match="stages: unknown stage 'smaple'; the stages of experiment demo are prepare"):
         run_pipeline(_cfg(tmp_path, "stages=[smaple]"))
 
 
@@ -240,7 +240,7 @@ def test_stage_lists_given_as_one_name_are_lists_and_unknown_forced_stages_are_r
     cfg = _cfg(tmp_path, "force=sample_sft", "stages=prepare")
     assert list(cfg.force) == ["sample_sft"] and list(cfg.stages) == ["prepare"]  # not "sft" in "sample_sft"
     assert [s.name for s in selected_stages(cfg)] == ["prepare"]
-    with pytest.raises(UserError, match="force: unknown stage 'prepar'; the stages of this experiment are prepare"):
+    with pytest.raises(UserError, match="force: unknown stage 'prepar'; the stages of experiment demo are prepare"):
         selected_stages(_cfg(tmp_path, "force=[prepar]"))
 
 
