@@ -113,6 +113,9 @@ def paper_figures(cfg, row: Row | None) -> tuple[dict, str]:
     if cfg.benchmark.name != PAPER_BENCHMARK:
         return {}, (f"the paper's figures are on {PAPER_BENCHMARK}; this run's benchmark is {cfg.benchmark.name}, so "
                     f"none is compared")
+    if cfg.benchmark.get("limit"):
+        return {}, (f"the paper's figures are on all of {PAPER_BENCHMARK}; this run takes its first "
+                    f"{cfg.benchmark.limit} problems (benchmark.limit), so none is compared")
     return dict(row.paper), row.note
 
 

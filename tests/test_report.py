@@ -159,3 +159,28 @@ def test_runs_with_different_sample_counts_share_one_report(tmp_path):
     # k=8: the paper's maj@64 is shown but not subtracted; pass@1 still is
     assert "| Qwen2.5-Math-72B-Instruct [2] | `eval-qwen2.5-math-72b-instruct` (base) | 8 | 100.00 | 11.72 | +88.28 |" \
            "  | 100.00 | 16.14 |  |" in text
+
+
+def test_a_runs_own_report_after_a_config_edit_shows_no_numbers_under_the_new_settings(tmp_path):
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import StageContext, stage_graph
+    from nemo_recipes.stages import report
+
+    _write_run(compose_config(["experiment=main", f"runs_root={tmp_path}"]),
+               {"base": [0] * NUM_PROBLEMS, "sft": [64] * NUM_PROBLEMS})
+    changed = compose_config(["experiment=main", f"runs_root={tmp_path}", "eval_sampling.n=16"])  # stages=[report]
+    stage = next(s for s in stage_graph(changed) if s.name == "report")
+    report.run(StageContext(changed, stage, Path(changed.run_dir), progress=False))
+    text = (Path(changed.run_dir) / "report" / "report.md").read_text()
+    assert "16 samples per problem" in text and "sample_base stale: config changed" in text
+    assert "100.00" not in text
+
+
+def test_a_run_on_part_of_the_benchmark_is_not_compared_with_the_papers_figures():
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.targets import paper_figures, paper_row
+
+    row = paper_row("main", "sft")
+    assert paper_figures(compose_config(["experiment=main"]), row)[0] == {"pass@1": 17.10, "maj@64": 27.73}
+    paper, note = paper_figures(compose_config(["experiment=main", "benchmark.limit=30"]), row)
+    assert paper == {} and "takes its first 30 problems (benchmark.limit), so none is compared" in note

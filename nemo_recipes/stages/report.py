@@ -23,16 +23,20 @@ def plan(ctx) -> list[str]:
 
 def _results(ctx) -> list:
     from nemo_recipes.models import model_name
+    from nemo_recipes.pipeline import run_state
     from nemo_recipes.report.render import load_result
     from nemo_recipes.targets import paper_figures, paper_row
 
     cfg = ctx.cfg
+    # Numbers only when every stage is complete under this config (stages=[report] after an edit would otherwise
+    # print the old run's numbers under the new settings the intro states).
+    status = run_state(cfg)
     results = []
     for role in cfg.evaluate:
         row = paper_row(cfg.experiment_name, role)
         paper, note = paper_figures(cfg, row)
         results.append(load_result(model_name(cfg, role), cfg.experiment_name, role, ctx.run_dir, paper=paper,
-                                   source=row.source if paper else "", note=note))
+                                   source=row.source if paper else "", note=note, status=status))
     return results
 
 
