@@ -79,24 +79,33 @@ def test_our_packs_match_nemos_token_for_token(tmp_path, tiny_tokenizer_dir, con
     assert sum(loss_mask[0]) > 0
 
 
-def test_the_installed_nemo_reads_the_loss_mask_where_our_default_puts_it():
+def _image_check():
+    """docker/check_image_versions.py, which asks the installed NeMo where it reads a packed loss mask."""
     import importlib.util
     from pathlib import Path
 
-    from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
-
     script = Path(__file__).resolve().parents[2] / "docker" / "check_image_versions.py"
     spec = importlib.util.spec_from_file_location("check_image_versions", script)
-    check_image_versions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check_image_versions)
-    assert check_image_versions.loss_mask_alignment() == DEFAULT_LOSS_MASK_ALIGNMENT
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_pinned_nemo_reads_the_loss_mask_where_our_default_puts_it():
+    from nemo.package_info import __version__
+
+    from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
+
+    if tuple(int(part) for part in __version__.split(".")[:2]) < (2, 2):
+        pytest.skip(f"the default is for NeMo 2.2 on (the image's); this is NeMo {__version__}")
+    assert _image_check().loss_mask_alignment() == DEFAULT_LOSS_MASK_ALIGNMENT
 
 
 @pytest.mark.parametrize("context_parallel_size", [1, 2])
-def test_nemo_trains_exactly_the_answer_tokens_of_our_default_packs(tmp_path, tiny_tokenizer_dir,
-                                                                     context_parallel_size):
+def test_nemo_trains_exactly_the_answer_tokens_of_our_packs(tmp_path, tiny_tokenizer_dir, context_parallel_size):
     """Through NeMo's own dataset and collate_fn: the labels with loss weight 1 are each sample's answer tokens,
-    in pack order -- the first answer token included, no context token and no CP pad."""
+    in pack order -- the first answer token included, no context token and no CP pad -- for packs made with the
+    alignment this NeMo reads (label on 2.2, the default; token on 2.1)."""
     import numpy as np
 
     from nemo_recipes.io import read_jsonl
@@ -106,7 +115,8 @@ def test_nemo_trains_exactly_the_answer_tokens_of_our_default_packs(tmp_path, ti
     jsonl = write_sft_jsonl(tmp_path / "sft.jsonl")
     tokenizer = nemo_tokenizer(tiny_tokenizer_dir)
     ours = pack_sft_file(jsonl, tiny_tokenizer_dir, tmp_path / "ours", pack_size=PACK_SIZE,
-                         context_parallel_size=context_parallel_size)
+                         context_parallel_size=context_parallel_size,
+                         loss_mask_alignment=_image_check().loss_mask_alignment())
     hf_tokenizer = load_tokenizer(str(tiny_tokenizer_dir))
     answers = {tuple(sample["input_ids"]): sample["answer_ids"]
                for sample in (tokenize_sft_example(hf_tokenizer, record) for record in read_jsonl(jsonl))}
