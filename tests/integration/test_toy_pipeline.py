@@ -103,19 +103,25 @@ def test_sigkill_during_sampling_then_rerun_gives_exactly_the_expected_records(t
         assert (chunks / name).read_text() == text
 
 
-def test_two_shards_run_separately_merge_into_the_records_of_one_unsharded_run(tmp_path):
-    stages = "stages=[prepare,sample_teacher]"
-    common = [stages, "teacher_sampling.chunk_size=16", "teacher_sampling.num_shards=2"]
-    first = _run(tmp_path / "sharded", *common, "teacher_sampling.shard=0")
-    assert first.returncode == 2 and "chunks of other shards are missing" in first.stderr
-    second = _run(tmp_path / "sharded", *common, "teacher_sampling.shard=1")  # finds shard 0's chunks and merges
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "7 of 13 chunks already done" in second.stdout  # chunks 0, 2, ..., 12 of shard 0
-    whole = _run(tmp_path / "whole", *common)
+def test_two_shards_run_at_once_in_one_folder_merge_into_the_records_of_one_unsharded_run(tmp_path):
+    sharded = tmp_path / "sharded"
+    common = ["teacher_sampling.chunk_size=16", "teacher_sampling.num_shards=2"]
+    assert _run(sharded, "stages=[prepare]", *common).returncode == 0
+    # Both nodes' shards at the same time, as a cluster runs them: neither is refused by the other's lock.
+    nodes = [subprocess.Popen([sys.executable, "-m", "nemo_recipes", f"run_dir={sharded}", *SMALL, *common,
+                               "stages=[sample_teacher]", f"teacher_sampling.shard={shard}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+             for shard in (0, 1)]
+    outputs = [node.communicate(timeout=1800) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):  # done; the shard that finished first found the other's missing
+        assert node.returncode == 0 or "chunks of other shards are missing" in err, err[-3000:]
+    merged = _run(sharded, "stages=[prepare,sample_teacher]", *common)  # merges, or finds it merged
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    whole = _run(tmp_path / "whole", "stages=[prepare,sample_teacher]", *common)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    sharded = (tmp_path / "sharded" / "sample_teacher" / "generations.jsonl").read_text()
-    assert sharded == (tmp_path / "whole" / "sample_teacher" / "generations.jsonl").read_text()
-    assert len(sharded.splitlines()) == 50 * 4
+    records = (sharded / "sample_teacher" / "generations.jsonl").read_text()
+    assert records == (tmp_path / "whole" / "sample_teacher" / "generations.jsonl").read_text()
+    assert len(records.splitlines()) == 50 * 4
 
 
 def test_replica_workers_generate_disjoint_chunks_that_merge_into_the_unsharded_records(tmp_path):
