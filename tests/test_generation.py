@@ -112,8 +112,8 @@ def test_sample_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
         _my_chunks(_sampling(num_shards=3, shard=3), 10)
 
 
-def test_vllm_replicas_split_a_node_into_gpu_groups_and_the_chunks_between_them():
-    from nemo_recipes.generation.replicas import gpu_groups, replica_chunks, worker_command
+def test_vllm_replicas_split_a_node_into_gpu_groups():
+    from nemo_recipes.generation.replicas import gpu_groups, worker_command
 
     assert gpu_groups(8, 2) == ["0,1", "2,3", "4,5", "6,7"]
     assert gpu_groups(8, 8) == ["0,1,2,3,4,5,6,7"]
@@ -124,13 +124,21 @@ def test_vllm_replicas_split_a_node_into_gpu_groups_and_the_chunks_between_them(
         gpu_groups(4, 2, visible="4,5")
     with pytest.raises(UserError, match="cluster.gpus_per_node=8 cannot be split into vLLM replicas of generation_tp=3"):
         gpu_groups(8, 3)
-    node_chunks = [0, 2, 4, 6, 8, 10, 12]  # shard 0 of 2
-    shares = [replica_chunks(node_chunks, r, 3) for r in range(3)]
-    assert sorted(c for share in shares for c in share) == node_chunks and shares[0] == [0, 6, 12]
     command = worker_command("/opt/vllm-venv/bin/python", ["experiment=main", "teacher_sampling.n=8"],
                              "sample_teacher", 1, 4)
     assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
                            "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
+
+
+def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_path):
+    from nemo_recipes.stages.sample import _chunk_path, _claims, _drop_claims
+
+    first, second = _claims(tmp_path, [0, 1, 2, 3, 4]), _claims(tmp_path, [0, 1, 2, 3, 4])
+    assert [next(first), next(second), next(second), next(first)] == [0, 1, 2, 3]  # a faster replica takes more
+    _chunk_path(tmp_path, 4).write_text("")  # written by a worker of a run before
+    assert list(first) == [] and list(second) == []
+    _drop_claims(tmp_path, [0, 1])  # a killed run's claims, cleared before new workers start
+    assert list(_claims(tmp_path, [0, 1, 2])) == [0, 1]
 
 
 def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeypatch):

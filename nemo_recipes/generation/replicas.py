@@ -1,5 +1,6 @@
-"""Data-parallel vLLM on one node: one process per group of `tensor_parallel_size` GPUs, each owning every
-replicas-th of the node's chunks.
+"""Data-parallel vLLM on one node: one process per group of `tensor_parallel_size` GPUs, each taking the node's
+next unclaimed chunk until none is left (a claim is a file made with O_EXCL beside the chunks), so a replica that
+is slower, or alone after a crash of the others, never leaves GPUs idle while chunks wait.
 
     /opt/vllm-venv/bin/python -m nemo_recipes.generation.replicas <the run's overrides> --stage sample_teacher \
         --replica 0 --replicas 4
@@ -64,12 +65,6 @@ def check_worker_imports(python: str) -> None:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"{python} cannot import torch and vLLM in a replica's environment: {last}")
     print(result.stdout.strip())
-
-
-def replica_chunks(node_chunks: list[int], replica: int, replicas: int) -> list[int]:
-    """The chunks one replica owns: every replicas-th of all the node's chunks, done or not, so the split is the
-    same whenever a worker starts (a late or resumed worker must not shift its neighbours' shares)."""
-    return node_chunks[replica::replicas]
 
 
 def worker_command(python: str, argv: list[str], stage_name: str, replica: int, replicas: int) -> list[str]:

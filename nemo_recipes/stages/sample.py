@@ -35,6 +35,7 @@ def run(ctx) -> dict:
         ctx.log(f"{len(done)} of {len(chunks)} chunks already done")
     todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
     if todo and sampling.backend == "vllm":
+        _drop_claims(chunk_dir, todo)  # left by a killed run's workers; this run holds the lock on these chunks
         _run_replicas(ctx, _replica_groups(ctx.cfg, role, sampling))
     elif todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
@@ -52,6 +53,7 @@ def run(ctx) -> dict:
     if len(records) != len(requests):
         raise UserError(f"{chunk_dir}: found {len(records)} records for {len(requests)} requests; a chunk file was "
                         f"edited by hand -- delete the bad chunk files and run again.")
+    _drop_claims(chunk_dir, range(len(chunks)))
     write_jsonl(ctx.dir / "generations.jsonl", records)
     truncated = sum(r["finish_reason"] == "length" for r in records)
     tokens = sum(r["num_generated_tokens"] for r in records)
@@ -228,20 +230,47 @@ def _end_with_parent() -> None:
 
 
 def generate_replica(ctx, replica: int, replicas: int) -> None:
-    """A replica worker's share of this node's chunks, minus those already on disk (generation/replicas.py)."""
-    from nemo_recipes.generation.replicas import replica_chunks
-
+    """A replica worker: this node's chunks not on disk yet, each claimed before it is generated, so the replicas
+    share the work as they go (generation/replicas.py)."""
     role = ctx.stage.param("role")
     sampling = _sampling(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
     done = _done_chunks(chunk_dir)
-    mine = [c for c in replica_chunks(_my_chunks(sampling, len(chunks)), replica, replicas) if c not in done]
-    if mine:
-        _generate_chunks(ctx, role, sampling, chunks, mine, chunk_dir)
+    todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
+    if todo:
+        ctx.log(f"replica {replica} of {replicas}: claiming from {len(todo)} chunks")
+        _generate_chunks(ctx, role, sampling, chunks, _claims(chunk_dir, todo), chunk_dir,
+                         total=sum(len(chunks[c]) for c in todo))
 
 
-def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
+def _claim_path(chunk_dir, index: int):
+    return chunk_dir / f".claim_{index:05d}"
+
+
+def _claims(chunk_dir, candidates: list[int]):
+    """The chunks this worker claims, one at a time as it gets to them: a claim file made with O_EXCL is one
+    worker's alone (on NFS too), and a chunk written meanwhile is skipped."""
+    import os
+
+    for index in candidates:
+        if _chunk_path(chunk_dir, index).exists():
+            continue
+        try:
+            os.close(os.open(_claim_path(chunk_dir, index), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        yield index
+
+
+def _drop_claims(chunk_dir, indices) -> None:
+    """Claims of chunks no live worker holds: those of a killed run before new workers start, all after the merge."""
+    for index in indices:
+        _claim_path(chunk_dir, index).unlink(missing_ok=True)
+
+
+def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir, total: int | None = None) -> None:
     from tqdm import tqdm
 
     from nemo_recipes.generation import open_backend
@@ -255,7 +284,7 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir) -> None:
     ctx.log(f"loading {model_name(cfg, role)} from {path} ({sampling.backend})")
     generator = open_backend(sampling.backend, path, sampling, **options)
     sampling_record = {key: sampling[key] for key in _SAMPLING_RECORD_KEYS}
-    total = sum(len(chunks[c]) for c in todo)
+    total = total if total is not None else sum(len(chunks[c]) for c in todo)  # todo may be lazy (claims)
     started, tokens = time.time(), 0
     with tqdm(total=total, desc=f"sample {role}", unit="sample", disable=not ctx.progress) as bar:
         for c in todo:

@@ -124,20 +124,24 @@ def test_two_shards_run_at_once_in_one_folder_merge_into_the_records_of_one_unsh
     assert len(records.splitlines()) == 50 * 4
 
 
-def test_replica_workers_generate_disjoint_chunks_that_merge_into_the_unsharded_records(tmp_path):
-    # The vLLM replica workers' code path, run with the hf backend: two workers, then the stage merges.
-    from nemo_recipes.generation.replicas import main as replica_main
-
+def test_replica_workers_share_the_chunks_as_they_go_and_merge_into_the_unsharded_records(tmp_path):
+    # The vLLM replica workers' code path, run with the hf backend: two workers at once, then the stage merges.
     common = ["stages=[prepare,sample_teacher]", "teacher_sampling.chunk_size=16", "progress=false", *SMALL[:1]]
     run_dir = tmp_path / "replicas"
     assert _run(run_dir, *common, "stages=[prepare]").returncode == 0
-    overrides = [f"run_dir={run_dir}", *common]
-    for replica in (0, 1):
-        assert replica_main([*overrides, "--stage", "sample_teacher", "--replica", str(replica), "--replicas", "2"]) == 0
+    workers = [subprocess.Popen([sys.executable, "-m", "nemo_recipes.generation.replicas", f"run_dir={run_dir}",
+                                 *SMALL, *common, "--stage", "sample_teacher", "--replica", str(replica),
+                                 "--replicas", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core each, as GPUs each
+               for replica in (0, 1)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=1800)
+        assert worker.returncode == 0, err[-3000:]
     chunks = sorted(p.name for p in (run_dir / "sample_teacher" / "chunks").glob("chunk_*.jsonl"))
     assert chunks == [f"chunk_{c:05d}.jsonl" for c in range(13)]
     merged = _run(run_dir, *common)
     assert merged.returncode == 0 and "13 of 13 chunks already done" in merged.stdout, merged.stderr[-3000:]
+    assert not list((run_dir / "sample_teacher" / "chunks").glob(".claim_*"))  # claims go once merged
     whole = _run(tmp_path / "whole", *common)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert ((run_dir / "sample_teacher" / "generations.jsonl").read_text()
