@@ -8,13 +8,14 @@ reads the folders of the stages it needs and writes only its own folder, `<run_d
     config_hash   hash of the config subtrees the stage reads (plus its parameters)
     inputs_hash   hash of the fingerprints of the stages it needs
     fingerprint   hash of the stage's output files -- what downstream stages hash, so a stage recomputed with
-                  the same result (another worker count, say) leaves everything after it complete
+                  the same result leaves everything after it complete (but the report, whose provenance names
+                  every stage's config hash)
     summary, commands, versions, host, argv, started, ended
 
 A complete stage whose two hashes still match is skipped. A stage found `running` or `failed` with matching hashes
 is run again and resumes from what it finished (sampling keeps its completed chunk files, training its last
 checkpoint). A stage whose hashes no longer match is moved aside to `<run_dir>/.stale/` -- never deleted -- and
-recomputed, and so, through their inputs hash, is everything downstream of it.
+recomputed, and so, through their inputs hash, is every stage after it whose inputs then differ.
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ def stage_graph(cfg) -> list[Stage]:
                             (("source", f"sample_{role}"),), ("grading.workers",)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
+    # The report's provenance names every stage's config hash, so it renders again when any of them changes --
+    # also when that stage's output came out the same and nothing else downstream had to run.
+    upstream = json.dumps({stage.name: config_digest(cfg, stage) for stage in stages}, sort_keys=True)
     stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
-                        ("report", "benchmark.name"), (("paper", _paper_figures(cfg)),)))
+                        ("report", "benchmark.name"), (("paper", _paper_figures(cfg)), ("stages", upstream))))
     return stages
 
 

@@ -117,6 +117,13 @@ def test_bad_input_is_one_sentence_and_exit_status_2(tmp_path, capsys, content, 
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_one_row_per_sample_files_concatenated_per_seed_number_each_problems_samples(tmp_path, capsys):
+    rows = [{"id": "p", "expected_answer": "2", "generation": f"\\boxed{{{answer}}}"} for answer in (2, 3, 2)]
+    source = _write(tmp_path / "in.jsonl", rows)
+    status, summary, _ = _run([str(source), "--output", str(tmp_path / "out.jsonl"), "--workers", "0"], capsys)
+    assert status == 0 and summary["k"] == 3 and summary["maj@3"] == 100.0
+
+
 def test_an_empty_reasoning_marker_is_refused_by_the_parser(tmp_path, capsys):
     source = _write(tmp_path / "in.jsonl", [{"expected_answer": "2", "generation": "\\boxed{2}"}])
     with pytest.raises(SystemExit) as exit_info:

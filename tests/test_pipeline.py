@@ -225,13 +225,14 @@ def test_keys_that_only_plan_or_split_the_work_change_no_stage_hash():
                      "teacher.num_params_b=1", "student.generation_tp=4"):
         changed = {name for name, digest in digests(override).items() if digest != default[name]}
         # student.parallel.cp changes the packs and the training layout; student.generation_tp the sampling.
-        allowed = {"student.parallel.cp=4": {"pack", "sft"},
-                   "student.generation_tp=4": {"sample_base", "sample_sft"}}.get(override, set())
+        # (the report's provenance names every stage's config hash, so it follows any of them)
+        allowed = {"student.parallel.cp=4": {"pack", "sft", "report"},
+                   "student.generation_tp=4": {"sample_base", "sample_sft", "report"}}.get(override, set())
         assert changed == allowed, override
     assert {name for name, d in digests("teacher_sampling.temperature=0.5").items() if d != default[name]} == {
-        "sample_teacher"}
+        "sample_teacher", "report"}
     assert {name for name, d in digests("grading.timeout_s=3").items() if d != default[name]} == {
-        "grade_teacher", "grade_base", "grade_sft"}
+        "grade_teacher", "grade_base", "grade_sft", "report"}
 
 
 def test_stage_lists_given_as_one_name_are_lists_and_unknown_forced_stages_are_refused(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nemo_recipes import reproduce
+from nemo_recipes.errors import UserError
 from nemo_recipes.metrics import compute_metrics
 from nemo_recipes.report.render import FIGURES, SECTIONS
 from nemo_recipes.targets import load_target
@@ -170,7 +171,8 @@ def test_a_runs_own_report_after_a_config_edit_shows_no_numbers_under_the_new_se
                {"base": [0] * NUM_PROBLEMS, "sft": [64] * NUM_PROBLEMS})
     changed = compose_config(["experiment=main", f"runs_root={tmp_path}", "eval_sampling.n=16"])  # stages=[report]
     stage = next(s for s in stage_graph(changed) if s.name == "report")
-    report.run(StageContext(changed, stage, Path(changed.run_dir), progress=False))
+    with pytest.raises(UserError, match=r"without numbers \(sample_base stale: config changed\); run the stages"):
+        report.run(StageContext(changed, stage, Path(changed.run_dir), progress=False))  # so it is not complete
     text = (Path(changed.run_dir) / "report" / "report.md").read_text()
     assert "16 samples per problem" in text and "sample_base stale: config changed" in text
     assert "100.00" not in text
@@ -184,3 +186,15 @@ def test_a_run_on_part_of_the_benchmark_is_not_compared_with_the_papers_figures(
     assert paper_figures(compose_config(["experiment=main"]), row)[0] == {"pass@1": 17.10, "maj@64": 27.73}
     paper, note = paper_figures(compose_config(["experiment=main", "benchmark.limit=30"]), row)
     assert paper == {} and "takes its first 30 problems (benchmark.limit), so none is compared" in note
+
+
+def test_the_report_renders_again_when_any_stage_config_changes_even_with_the_same_output():
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import config_digest, stage_graph
+
+    def report_hash(*overrides):
+        cfg = compose_config(["experiment=main", *overrides])
+        return config_digest(cfg, next(s for s in stage_graph(cfg) if s.name == "report"))
+
+    assert report_hash() == report_hash("grading.workers=5")  # changes no stage
+    assert report_hash() != report_hash("grading.timeout_s=11")  # grade stages rerun: the provenance changes

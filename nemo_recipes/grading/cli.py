@@ -114,6 +114,7 @@ def grade_file(
 
     additions = [{"predicted_answer": [], "correct": [], "grade_status": []} for _ in rows]
     per_sample = []
+    samples_seen: dict = {}  # rows without sample_idx: a problem's samples numbered in file order, across its rows
     for row_index, position, gold, answer in samples:
         verdict = Verdict(False, "no_answer") if answer is None else verdict_of[(gold, answer)]
         row = rows[row_index]
@@ -121,10 +122,15 @@ def grade_file(
         added["predicted_answer"].append(answer)
         added["correct"].append(verdict.correct)
         added["grade_status"].append(verdict.status)
+        problem_id = row.data.get(id_key, row.line_number)
+        if "sample_idx" in row.data:
+            sample_idx = _sample_field(row.data, "sample_idx", position, default=position)
+        else:
+            sample_idx = samples_seen[problem_id] = samples_seen.get(problem_id, -1) + 1
         per_sample.append(
             {
-                "id": row.data.get(id_key, row.line_number),
-                "sample_idx": _sample_field(row.data, "sample_idx", position, default=position),
+                "id": problem_id,
+                "sample_idx": sample_idx,
                 "subset": row.data.get(subset_key),
                 "predicted_answer": answer,
                 "correct": verdict.correct,

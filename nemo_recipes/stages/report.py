@@ -9,10 +9,17 @@ from __future__ import annotations
 def run(ctx) -> dict:
     from nemo_recipes.report.render import write_report
 
+    from nemo_recipes.errors import UserError
+    from nemo_recipes.pipeline import run_state
+
     cfg = ctx.cfg
-    path = write_report(ctx.dir, title=cfg.report.title, intro=_intro(cfg), results=_results(ctx),
+    status = run_state(cfg)
+    path = write_report(ctx.dir, title=cfg.report.title, intro=_intro(cfg), results=_results(ctx, status),
                         configs={cfg.experiment_name: cfg})
     ctx.log(f"wrote {path}")
+    if status != "complete":  # not complete, so the next run that completes the stages renders it again
+        raise UserError(f"wrote {path} without numbers ({status}); run the stages before it and the report "
+                        f"renders again.")
     return {"report": path.name, "figures": sorted(p.name for p in ctx.dir.glob("*.png"))}
 
 
@@ -21,16 +28,14 @@ def plan(ctx) -> list[str]:
             "95% CI, with provenance"]
 
 
-def _results(ctx) -> list:
+def _results(ctx, status: str) -> list:
+    """Numbers only when every stage is complete under this config (`status`, pipeline.run_state): stages=[report]
+    after an edit would otherwise print the old run's numbers under the new settings the intro states."""
     from nemo_recipes.models import model_name
-    from nemo_recipes.pipeline import run_state
     from nemo_recipes.report.render import load_result
     from nemo_recipes.targets import paper_figures, paper_row
 
     cfg = ctx.cfg
-    # Numbers only when every stage is complete under this config (stages=[report] after an edit would otherwise
-    # print the old run's numbers under the new settings the intro states).
-    status = run_state(cfg)
     results = []
     for role in cfg.evaluate:
         row = paper_row(cfg.experiment_name, role)
