@@ -34,8 +34,29 @@ def compose_runs(target, overrides: list[str]) -> dict:
         if key in _PER_RUN_KEYS:
             raise UserError(f"override '{override}' would give every run of target {target.name} the same "
                             f"{key}; the target names its runs itself (set runs_root=... to move them all).")
-    configs = compose_configs([[f"experiment={experiment}", *overrides] for experiment in target.experiments])
-    return dict(zip(target.experiments, configs))
+    configs = dict(zip(target.experiments,
+                       compose_configs([[f"experiment={experiment}", *overrides] for experiment in target.experiments])))
+    _narrow_stage_lists(target, configs)
+    return configs
+
+
+def _narrow_stage_lists(target, configs: dict) -> None:
+    """`stages` and `force` given to a target apply to the runs that have those stages (the evaluation-only
+    baseline has no sft); a name that no run has is refused, as one run refuses an unknown stage."""
+    from nemo_recipes.pipeline import stage_graph
+
+    names = {experiment: [stage.name for stage in stage_graph(cfg)] for experiment, cfg in configs.items()}
+    for key in ("stages", "force"):
+        given = next(iter(configs.values())).get(key)
+        if given is None:
+            continue
+        known = {name for run in names.values() for name in run}
+        for name in given:
+            if name not in known:
+                raise UserError(f"{key}: unknown stage '{name}'; the runs of target {target.name} have "
+                                f"{', '.join(sorted(known))}.")
+        for experiment, cfg in configs.items():
+            cfg[key] = [name for name in given if name in names[experiment]]
 
 
 def report_dir(configs: dict, target_name: str) -> Path:

@@ -209,3 +209,13 @@ def test_an_edited_paper_figure_makes_the_runs_report_stage_render_again(tmp_pat
     main = copy / "main.yaml"
     main.write_text(main.read_text().replace("{pass@1: 17.10, maj@64: 27.73}", "{pass@1: 17.20, maj@64: 27.73}"))
     assert report_hash() != before
+
+
+def test_stage_lists_given_to_a_target_apply_to_the_runs_that_have_those_stages():
+    target = load_target("main")
+    configs = reproduce.compose_runs(target, ["force=[sft,sample_base]", "stages=[sft]"])
+    assert list(configs["main"].force) == ["sft", "sample_base"] and list(configs["main"].stages) == ["sft"]
+    baseline = configs["eval-qwen2.5-math-72b-instruct"]  # evaluation only: no sft stage
+    assert list(baseline.force) == ["sample_base"] and list(baseline.stages) == []
+    with pytest.raises(UserError, match="force: unknown stage 'sftt'; the runs of target main have grade_base"):
+        reproduce.compose_runs(target, ["force=[sftt]"])
