@@ -23,6 +23,7 @@ RANGES = {
     "sft.save_interval": ("int", 1, None), "sft.val_check_interval": ("int", 1, None), "sft.seed": ("int", 0, None),
     "cluster.nodes": ("int", 1, None), "cluster.gpus_per_node": ("int", 0, None),
     "cluster.assumed_mfu": ("number", 0.01, 1), "cluster.gpu_bf16_tflops": ("number", 1, None),
+    "cluster.gpu_memory_gb": ("number", 1, None),
 }
 
 

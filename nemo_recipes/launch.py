@@ -34,6 +34,13 @@ HF_TO_NEMO_BYTES_PER_PARAM = 7
 # before activations (Megatron-LM's distributed-optimizer documentation).
 MODEL_STATE_BYTES_PER_PARAM = 6
 OPTIMIZER_BYTES_PER_PARAM = 12
+# Activations kept per layer, token and hidden unit, in bytes (Korthikanti et al. 2022, "Reducing Activation
+# Recomputation in Large Transformer Models", with flash attention): 34 / TP with sequence parallelism, 10 + 24 / TP
+# without; a full recompute keeps only each layer's input, 2 (/ TP with sequence parallelism).
+ACTIVATION_BYTES_SEQUENCE_PARALLEL = 34
+RECOMPUTED_ACTIVATION_BYTES = 2
+# The share of a GPU's memory the plan lets the estimate fill: CUDA context, NCCL and allocator slack take the rest.
+GPU_MEMORY_HEADROOM = 0.9
 
 DOCKER_GPU_FLAGS = ["--gpus", "all", "--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
 
@@ -64,6 +71,15 @@ class ParallelPlan:
         """Weights, gradients and the GPU's shard of the optimizer, in GB (activations come on top)."""
         per_param = MODEL_STATE_BYTES_PER_PARAM + OPTIMIZER_BYTES_PER_PARAM / (self.data_parallel_size * self.cp)
         return num_params_b * per_param / (self.tp * self.pp)
+
+    def activation_gb_per_gpu(self, *, num_layers: int, hidden_size: int, tokens: int, recompute: bool) -> float:
+        """Activations of one packed micro batch of `tokens` (split over CP), every layer's: with 1F1B the first
+        pipeline stage holds PP micro batches of layers / PP layers each."""
+        if recompute:
+            per_unit = RECOMPUTED_ACTIVATION_BYTES / (self.tp if self.sequence_parallel else 1)
+        else:
+            per_unit = ACTIVATION_BYTES_SEQUENCE_PARALLEL / self.tp if self.sequence_parallel else 10 + 24 / self.tp
+        return num_layers * tokens / self.cp * hidden_size * per_unit / 1e9
 
     @property
     def pad_multiple(self) -> int:
@@ -108,6 +124,25 @@ def validate_sft_launch(
     _check_logger(cfg.sft)
     if check_memory:
         _check_host_memory(cfg.student, Path(meminfo_path))
+
+
+def sft_memory_gb(cfg) -> tuple[float, float]:
+    """(weights + gradients + optimizer shard, activations) per GPU in GB, for the planned layout and pack size."""
+    plan, student, sft = parallel_plan(cfg), cfg.student, cfg.sft
+    state = plan.model_state_gb_per_gpu(float(student.num_params_b))
+    activations = plan.activation_gb_per_gpu(num_layers=int(student.num_layers), hidden_size=int(student.hidden_size),
+                                             tokens=int(sft.pack_size),
+                                             recompute=bool(sft.get("activation_checkpointing", False)))
+    return state, activations
+
+
+def gpu_memory_problem(need_gb: float, basis: str, gpu_memory_gb: float) -> str | None:
+    """One sentence when an SFT estimate of `need_gb` per GPU (`basis`: what it is made of) does not fit."""
+    if need_gb <= GPU_MEMORY_HEADROOM * gpu_memory_gb:
+        return None
+    return (f"SFT needs ~{need_gb:.0f} GB per GPU ({basis}), more than {GPU_MEMORY_HEADROOM:.0%} of the GPUs' "
+            f"{gpu_memory_gb:.0f} GB: spread it over more GPUs (e.g. cluster=slurm cluster.nodes=4 "
+            f"student.parallel.cp=4) or recompute activations (sft.activation_checkpointing=true).")
 
 
 def sft_settings_problems(cfg) -> list[str]:

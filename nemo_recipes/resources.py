@@ -33,6 +33,8 @@ class Estimate:
     basis: str = ""               # the assumption behind gpu_hours
     vllm: bool = False            # runs vLLM workers (cluster.vllm_python must exist)
     refusals: tuple[str, ...] = ()  # settings its launch would refuse, known before anything runs
+    gpu_memory_gb: float = 0.0    # what each GPU must hold (SFT on GPUs), and what that is made of
+    gpu_memory_basis: str = ""
 
     def line(self) -> str:
         parts = [f"~{self.gpu_hours:,.1f} GPU-hours on {self.gpus} GPU(s)" if self.gpus else "CPU only",
@@ -96,17 +98,23 @@ def _training(cfg) -> Estimate:
         kept += training
     else:
         transient += training
-    gpus, refusals = 1, ()
+    gpus, refusals, memory, memory_basis = 1, (), 0.0, ""
     if sft.backend == "nemo_aligner":
-        from nemo_recipes.launch import sft_settings_problems
+        from nemo_recipes.launch import sft_memory_gb, sft_settings_problems
 
         gpus = int(cluster.nodes) * int(cluster.gpus_per_node)
         refusals = tuple(f"{cfg.experiment_name} sft: {problem}" for problem in sft_settings_problems(cfg))
+        if not refusals:  # a layout that does not divide the GPUs has no per-GPU figure
+            state, activations = sft_memory_gb(cfg)
+            memory = state + activations
+            memory_basis = (f"{state:.0f} GB of weights, gradients and optimizer shard + {activations:.0f} GB of "
+                            f"activations at {sft.pack_size} tokens per pack")
     basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens ({sft.max_steps} steps x "
              f"{sft.global_batch_size} packs x {sft.pack_size}) at {cluster.assumed_mfu:.0%} of "
              f"{cluster.gpu_bf16_tflops} TFLOP/s, `cluster.assumed_mfu`, an assumption; {checkpoints} checkpoints")
     return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=params * kept / GB, peak_extra_gb=params * transient / GB,
-                    models=("base",), basis=basis, refusals=refusals)
+                    models=("base",), basis=basis, refusals=refusals, gpu_memory_gb=memory,
+                    gpu_memory_basis=memory_basis)
 
 
 def total(estimates: list[Estimate]) -> Estimate:
@@ -116,7 +124,13 @@ def total(estimates: list[Estimate]) -> Estimate:
                     peak_extra_gb=max((e.peak_extra_gb for e in estimates), default=0.0),  # stages run one at a time
                     models=tuple(dict.fromkeys(m for e in estimates for m in e.models)),
                     vllm=any(e.vllm for e in estimates),
-                    refusals=tuple(dict.fromkeys(r for e in estimates for r in e.refusals)))
+                    refusals=tuple(dict.fromkeys(r for e in estimates for r in e.refusals)),
+                    **_largest_memory(estimates))
+
+
+def _largest_memory(estimates: list[Estimate]) -> dict:
+    largest = max(estimates, key=lambda e: e.gpu_memory_gb, default=Estimate())
+    return {"gpu_memory_gb": largest.gpu_memory_gb, "gpu_memory_basis": largest.gpu_memory_basis}
 
 
 def size_text(gb: float) -> str:
@@ -124,11 +138,12 @@ def size_text(gb: float) -> str:
 
 
 def unmet_requirements(cfg, needs: Estimate, *, hardware: bool = True, models: bool = True,
-                       visible_gpus: int | None = None) -> list[str]:
+                       visible_gpus: list[float] | None = None) -> list[str]:
     """One sentence per requirement of the pending stages that this machine does not meet (empty: go).
 
-    hardware: GPUs on this node and free disk under the run folder; models: the weights the stages read are on
-    local disk (unless cluster.allow_downloads). Settings a stage's launch would refuse are always problems."""
+    hardware: GPUs on this node (with the memory SFT needs) and free disk under the run folder; models: the weights
+    the stages read are on local disk (unless cluster.allow_downloads). Settings a stage's launch would refuse are
+    always problems. `visible_gpus` (each GPU's memory in GB) stands in for nvidia-smi."""
     problems = list(needs.refusals)
     if hardware:
         problems += _unmet_hardware(cfg, needs, visible_gpus)
@@ -154,13 +169,22 @@ def missing_vllm_python(cfg) -> str | None:
 
 
 def _unmet_hardware(cfg, needs: Estimate, visible_gpus: int | None) -> list[str]:
+    from nemo_recipes.launch import gpu_memory_problem
+
     problems = []
+    memory = cfg.cluster.get("gpu_memory_gb")
     if needs.gpus and cfg.cluster.launcher == "local":  # under Slurm the allocation is the scheduler's business
         if visible_gpus is None:
-            visible_gpus = count_visible_gpus()
-        if visible_gpus < needs.gpus:
+            visible_gpus = visible_gpu_memory_gb()
+        if len(visible_gpus) < needs.gpus:
             problems.append(f"the plan needs {needs.gpus} GPUs on this node (cluster.gpus_per_node="
-                            f"{cfg.cluster.gpus_per_node}) but nvidia-smi lists {visible_gpus}.")
+                            f"{cfg.cluster.gpus_per_node}) but nvidia-smi lists {len(visible_gpus)}.")
+        elif visible_gpus and memory is None:
+            memory = min(visible_gpus)
+    if needs.gpu_memory_gb and memory:
+        problem = gpu_memory_problem(needs.gpu_memory_gb, needs.gpu_memory_basis, float(memory))
+        if problem:
+            problems.append(problem)
     free = free_disk_gb(Path(cfg.runs_root))
     if free < needs.disk_gb + needs.peak_extra_gb:
         problems.append(f"the pending stages need ~{size_text(needs.disk_gb + needs.peak_extra_gb)} under "
@@ -169,17 +193,19 @@ def _unmet_hardware(cfg, needs: Estimate, visible_gpus: int | None) -> list[str]
     return problems
 
 
-def count_visible_gpus() -> int:
-    """GPUs that `nvidia-smi -L` lists; 0 without the driver. No torch import: this runs before every job."""
+def visible_gpu_memory_gb() -> list[float]:
+    """Each GPU nvidia-smi lists, by its memory in GB; none without the driver. No torch import: this runs before
+    every job."""
     import subprocess
 
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return []
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+        return []
+    return [int(line) * 2**20 / GB for line in listing.stdout.split() if line.isdigit()]  # MiB
 
 
 def free_disk_gb(path: Path) -> float:

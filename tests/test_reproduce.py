@@ -135,7 +135,7 @@ def test_dry_run_prints_every_runs_plan_with_the_nemo_aligner_and_vllm_commands(
 def test_a_target_refuses_before_any_run_starts_when_the_machine_lacks_gpus_or_models(tmp_path, capsys, monkeypatch):
     from nemo_recipes import resources
 
-    monkeypatch.setattr(resources, "count_visible_gpus", lambda: 0)
+    monkeypatch.setattr(resources, "visible_gpu_memory_gb", lambda: [])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     code = reproduce.main(["eval-baselines", f"runs_root={tmp_path}/runs"])
     out, err = capsys.readouterr()

@@ -46,7 +46,7 @@ def test_the_toy_demo_needs_no_gpu_and_no_download():
     cfg = compose_config(["experiment=demo"])
     costs = [estimate(cfg, stage, 50) for stage in stage_graph(cfg)]
     assert total(costs).gpus == 0 and total(costs).gpu_hours == 0
-    assert unmet_requirements(cfg, total(costs), visible_gpus=0) == []
+    assert unmet_requirements(cfg, total(costs), visible_gpus=[]) == []
 
 
 def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
     cfg = compose_config(["experiment=main", f"runs_root={tmp_path}/runs"])
     needs = total([estimate(cfg, stage, 256) for stage in stage_graph(cfg)])
     monkeypatch.setattr(resources, "free_disk_gb", lambda path: 100.0)
-    problems = unmet_requirements(cfg, needs, visible_gpus=4)
+    problems = unmet_requirements(cfg, needs, visible_gpus=[80.0] * 4)
     assert problems[0] == "the plan needs 8 GPUs on this node (cluster.gpus_per_node=8) but nvidia-smi lists 4."
     assert problems[1].startswith("the pending stages need ~") and "has 100.0 GB free" in problems[1]
     assert problems[2].startswith("cluster.vllm_python=/opt/vllm-venv/bin/python is not an executable")
@@ -70,21 +70,21 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
     monkeypatch.setattr(resources, "free_disk_gb", lambda path: 1e6)
     here = ["cluster.vllm_python=null"]  # vLLM in this python, which exists
     cfg = compose_config(["experiment=main", f"runs_root={tmp_path}/runs", *here])
-    assert unmet_requirements(cfg, needs, visible_gpus=8) == []
+    assert unmet_requirements(cfg, needs, visible_gpus=[141.0] * 8) == []
     slurm = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}",
                             *here])
-    assert unmet_requirements(slurm, needs, visible_gpus=0) == []
+    assert unmet_requirements(slurm, needs, visible_gpus=[]) == []
     pinned = compose_config(["experiment=main", "teacher.revision=fffffff", f"runs_root={tmp_path}", *here])
-    assert "--revision fffffff" in unmet_requirements(pinned, needs, visible_gpus=8)[0]
+    assert "--revision fffffff" in unmet_requirements(pinned, needs, visible_gpus=[141.0] * 8)[0]
     assert unmet_requirements(compose_config(["experiment=main", "cluster.allow_downloads=true", *here,
-                                              "teacher.revision=fffffff"]), needs, visible_gpus=8) == []
+                                              "teacher.revision=fffffff"]), needs, visible_gpus=[141.0] * 8) == []
     # A branch or tag revision is found through the cache's refs/, as huggingface_hub resolves it.
     (tmp_path / "hub" / "models--Qwen--QwQ-32B-Preview" / "refs").mkdir()
     (tmp_path / "hub" / "models--Qwen--QwQ-32B-Preview" / "refs" / "main").write_text("0123abc")
     branch = compose_config(["experiment=main", "teacher.revision=main", f"runs_root={tmp_path}", *here])
-    assert unmet_requirements(branch, needs, visible_gpus=8) == []
+    assert unmet_requirements(branch, needs, visible_gpus=[141.0] * 8) == []
     empty = compose_config(["experiment=main", "student.path=null", f"runs_root={tmp_path}", *here])
-    assert unmet_requirements(empty, needs, visible_gpus=8) == [
+    assert unmet_requirements(empty, needs, visible_gpus=[141.0] * 8) == [
         "student.path is empty; set it to a hub id or a local Hugging Face model folder."]
 
 
@@ -92,7 +92,7 @@ def test_a_run_refuses_before_writing_anything(tmp_path, monkeypatch, capsys):
     from nemo_recipes import resources
     from nemo_recipes.cli import main
 
-    monkeypatch.setattr(resources, "count_visible_gpus", lambda: 0)
+    monkeypatch.setattr(resources, "visible_gpu_memory_gb", lambda: [])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["experiment=main", f"runs_root={tmp_path}/runs", "stages=[sample_base]"]) == 3
     out, err = capsys.readouterr()
@@ -111,3 +111,25 @@ def test_sft_settings_that_cannot_launch_refuse_the_run_before_its_first_stage()
                              "lower student.parallel.cp or add nodes.",)
     needs = total([estimate(cfg, stage, 256) for stage in stage_graph(cfg)])
     assert cost.refusals[0] in unmet_requirements(cfg, needs, hardware=False, models=False)
+
+
+def test_sft_refuses_gpus_its_memory_estimate_does_not_fit(tmp_path, monkeypatch):
+    from nemo_recipes import launch
+
+    here = [f"runs_root={tmp_path}", "cluster.allow_downloads=true", "cluster.vllm_python=null"]
+    cfg = compose_config(["experiment=main", *here])
+    monkeypatch.setattr("nemo_recipes.resources.free_disk_gb", lambda path: 1e6)
+    needs = total([estimate(cfg, stage, 256) for stage in stage_graph(cfg)])
+    state, activations = launch.sft_memory_gb(cfg)  # 32B, TP 8 on one node, 16384-token packs, no recompute
+    assert state == pytest.approx(32.8 * 18 / 8) and activations == pytest.approx(64 * 16384 * 5120 * 34 / 8 / 1e9)
+    assert needs.gpu_memory_gb == pytest.approx(state + activations)
+    assert unmet_requirements(cfg, needs, models=False, visible_gpus=[141.0] * 8) == []  # H200s
+    (problem,) = unmet_requirements(cfg, needs, models=False, visible_gpus=[80.0] * 8)  # H100s
+    assert problem.startswith("SFT needs ~97 GB per GPU (74 GB of weights, gradients and optimizer shard + 23 GB of "
+                              "activations at 16384 tokens per pack), more than 90% of the GPUs' 80 GB")
+    four_nodes = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=p", "student.parallel.cp=4",
+                                 "cluster.gpu_memory_gb=80", *here])
+    four = total([estimate(four_nodes, stage, 256) for stage in stage_graph(four_nodes)])
+    assert unmet_requirements(four_nodes, four, models=False) == []  # ~37 + ~6 GB on 32 GPUs
+    recompute = compose_config(["experiment=main", "sft.activation_checkpointing=true"])
+    assert launch.sft_memory_gb(recompute)[1] == pytest.approx(64 * 16384 * 5120 * 2 / 8 / 1e9)
