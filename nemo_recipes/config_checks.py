@@ -24,6 +24,8 @@ RANGES = {
     "cluster.nodes": ("int", 1, None), "cluster.gpus_per_node": ("int", 0, None),
     "cluster.assumed_mfu": ("number", 0.01, 1), "cluster.gpu_bf16_tflops": ("number", 1, None),
     "cluster.gpu_memory_gb": ("number", 1, None),
+    **{f"{model}.{key}": ("int", 1, None) for model in ("teacher", "student")
+       for key in ("parallel.tp", "parallel.pp", "parallel.cp", "generation_tp")},
 }
 
 
@@ -31,10 +33,17 @@ def config_value_problem(cfg) -> str | None:
     """The first setting out of its kind or range, as one sentence; None when all are fine."""
     from omegaconf import OmegaConf
 
+    from omegaconf.errors import OmegaConfBaseException
+
     for key, (kind, low, high) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None)
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException as error:  # e.g. ${oc.env:X} with X unset
+            return f"{key} cannot be resolved: {str(error).splitlines()[0].rstrip('.')}."
         if value is None:
             continue
+        if isinstance(value, str):  # an interpolation such as ${oc.env:NGPUS} resolves to text; readers cast it
+            value = _number(value)
         whole = isinstance(value, int) and not isinstance(value, bool)
         number = whole or (isinstance(value, float) and not isinstance(value, bool))
         if not (whole if kind == "int" else number) or (low is not None and value < low) or (
@@ -43,3 +52,12 @@ def config_value_problem(cfg) -> str | None:
             bounds = (f" from {low} to {high}" if high is not None else f" of at least {low}") if low is not None else ""
             return f"{key} is {value!r}; it must be {what}{bounds}."
     return None
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

@@ -110,8 +110,17 @@ def test_help_and_dry_run_do_not_import_torch(tmp_path):
     ("eval_sampling.top_p=1.5", "eval_sampling.top_p is 1.5; it must be a number from 0 to 1."),
     ("cluster.assumed_mfu=0", "cluster.assumed_mfu is 0; it must be a number from 0.01 to 1."),
     ("sft.lr=true", "sft.lr is True; it must be a number of at least 0."),
+    ("student.parallel.cp=0", "student.parallel.cp is 0; it must be a whole number of at least 1."),
+    ("sft.lr=${oc.env:NEMO_RECIPES_UNSET_VARIABLE}", "sft.lr cannot be resolved: KeyError raised while resolving "
+     "interpolation: \"Environment variable 'NEMO_RECIPES_UNSET_VARIABLE' not found\"."),
 ])
 def test_a_setting_of_the_wrong_kind_or_range_is_refused_when_composed(override, sentence):
     with pytest.raises(UserError) as error:
         compose_config(["experiment=main", override])
     assert str(error.value) == sentence
+
+
+def test_a_number_from_an_environment_variable_is_taken(monkeypatch):
+    monkeypatch.setenv("NEMO_RECIPES_TEST_GPUS", "4")
+    cfg = compose_config(["experiment=main", "cluster.gpus_per_node=${oc.env:NEMO_RECIPES_TEST_GPUS}"])
+    assert int(cfg.cluster.gpus_per_node) == 4
