@@ -26,7 +26,8 @@ ENV NEMO_RECIPES_IMAGE=1 \
 
 WORKDIR /opt/nemo_recipes
 
-# 1. Fail in seconds, before any download, if the base image's NeMo stack is not the one tests/nemo_compat pins.
+# 1. Fail before any download if the base image's NeMo stack is not the one tests/nemo_compat pins (versions,
+#    scripts, and where its packed dataset reads the loss mask: an import of NeMo's NLP data code, under a minute).
 COPY requirements/nemo-cpu.txt requirements/nemo-cpu.txt
 COPY docker/check_image_versions.py docker/check_image_versions.py
 RUN python3 docker/check_image_versions.py --requirements requirements/nemo-cpu.txt

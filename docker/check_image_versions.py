@@ -75,15 +75,16 @@ def loss_mask_alignment() -> str:
     labels input_ids[s+1:e], NeMo 2.2), "token" (mask[s+1:e], NeMo 2.1), or a sentence saying why neither."""
     from types import SimpleNamespace
 
-    try:
-        from nemo.collections.nlp.data.language_modeling.megatron.gpt_sft_dataset import GPTSFTPackedDataset
-    except Exception as error:  # noqa: BLE001 -- any import failure is the answer
-        return f"GPTSFTPackedDataset does not import ({type(error).__name__}: {error})"
     positions = list(range(8))  # a mask whose values are its positions shows which positions are read
     example = {"input_ids": [0] * 8, "loss_mask": positions, "seq_boundaries": [0, 8]}
-    read = [int(x) for x in GPTSFTPackedDataset._build_loss_mask(SimpleNamespace(answer_only_loss=True), example)]
+    try:
+        from nemo.collections.nlp.data.language_modeling.megatron.gpt_sft_dataset import GPTSFTPackedDataset
+
+        read = [int(x) for x in GPTSFTPackedDataset._build_loss_mask(SimpleNamespace(answer_only_loss=True), example)]
+    except Exception as error:  # noqa: BLE001 -- any failure is the answer: the mask cannot be checked
+        return f"unknown ({type(error).__name__} asking GPTSFTPackedDataset: {error})"
     return {tuple(positions[:-1]): "label", tuple(positions[1:]): "token"}.get(
-        tuple(read), f"GPTSFTPackedDataset reads positions {read} of an 8-token sequence's loss mask")
+        tuple(read), f"positions {read} of an 8-token sequence")
 
 
 def check(pins: dict[str, str], installed: dict[str, str | None], scripts: dict[str, str | Path],

@@ -16,13 +16,28 @@ from nemo_recipes.errors import UserError
 def make_shareable(path_or_fd: str | os.PathLike | int, directory: bool = False) -> None:
     """Give a temporary file (0600) or folder (0700) the mode a plain open() or mkdir() would have given it under
     this process's umask, before it is renamed into place: results on a shared disk are for the whole group."""
-    umask = os.umask(0)
+    mode = (0o777 if directory else 0o666) & ~_umask()
+    try:
+        if isinstance(path_or_fd, int):
+            os.fchmod(path_or_fd, mode)
+        else:
+            os.chmod(path_or_fd, mode)
+    except OSError:  # a file system that refuses chmod (some ACL, SMB or FUSE mounts): keep what it gave
+        pass
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask sets it for every thread, for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    mode = (0o777 if directory else 0o666) & ~umask
-    if isinstance(path_or_fd, int):
-        os.fchmod(path_or_fd, mode)
-    else:
-        os.chmod(path_or_fd, mode)
+    return umask
 
 
 @contextlib.contextmanager

@@ -316,7 +316,7 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
     print(f"experiment {cfg.experiment_name}: run folder {run_dir}")
     costs = []
     argv = [arg for arg in argv or [] if arg.lstrip("+").split("=", 1)[0] != "dry_run"]  # commands that would run
-    states = stage_states(cfg)
+    states = stage_states(cfg, {stage.name for stage in stages})
     for number, stage in enumerate(stages, start=1):
         ctx = StageContext(cfg, stage, run_dir, progress=False, argv=argv)
         state = states[stage.name]
@@ -347,7 +347,7 @@ def stage_estimate(ctx: StageContext) -> Estimate:
 def pending_needs(cfg, stages: list[Stage]) -> Estimate:
     """The summed cost of the stages that will run (or may: after an input that runs again)."""
     run_dir = Path(cfg.run_dir)
-    states = stage_states(cfg)
+    states = stage_states(cfg, {stage.name for stage in stages})
     return total([stage_estimate(StageContext(cfg, stage, run_dir, progress=False)) for stage in stages
                   if _will_run(states[stage.name])])
 
@@ -359,15 +359,17 @@ def check_requirements(cfg, stages: list[Stage]) -> None:
         raise RequirementsNotMet(f"experiment {cfg.experiment_name}", problems)
 
 
-def stage_states(cfg) -> dict[str, str]:
-    """What a run would do with each stage, in graph order: a stage complete on disk still runs when it is forced,
-    and may run when a stage it needs runs first (it skips if that one's output comes out the same)."""
+def stage_states(cfg, selected: set[str] | None = None) -> dict[str, str]:
+    """What a run of the `selected` stages (default: all) would do with each stage, in graph order: a stage complete
+    on disk still runs when it is forced, and may run when a selected stage it needs runs first (it skips if that
+    one's output comes out the same)."""
     run_dir = Path(cfg.run_dir)
     forced = set(cfg.get("force") or [])
     states: dict[str, str] = {}
     for stage in stage_graph(cfg):
         state = _state(cfg, stage, run_dir)
-        rerunning = [need for need in stage.needs if _will_run(states[need])]
+        rerunning = [need for need in stage.needs
+                     if _will_run(states[need]) and (selected is None or need in selected)]
         if stage.name in forced:
             state = "forced: will run again"
         elif state == "complete, will skip" and rerunning:
@@ -442,9 +444,13 @@ def _inputs_digest(stage: Stage, run_dir: Path) -> str:
 def _outputs_digest(stage_dir: Path) -> str:
     entries = []
     for path in sorted(stage_dir.rglob("*")):
-        if not path.is_file() or path.name == MANIFEST:
+        hidden = any(part.startswith(".") for part in path.relative_to(stage_dir).parts)
+        if hidden or not path.is_file() or path.name == MANIFEST:
+            continue  # hidden: a writer's temporary file or claim (another shard may still be writing its own)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # renamed away between the listing and now
             continue
-        stat = path.stat()
         content = sha256_file(path) if stat.st_size <= _HASH_CONTENT_LIMIT else f"mtime:{stat.st_mtime_ns}"
         entries.append([str(path.relative_to(stage_dir)), stat.st_size, content])
     return _hash(entries)

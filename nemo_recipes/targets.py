@@ -10,7 +10,7 @@ A target file:
     rows:                           # one table row per (run, model role)
       - label: Qwen2.5-32B + SFT on 20 QwQ-32B-Preview traces
         experiment: main            # conf/experiment/<experiment>.yaml: the run (runs/<experiment_name>/)
-        role: sft                   # base | sft | teacher: which evaluated model of that run
+        role: sft                   # base | sft: which evaluated model of that run
         paper: {pass@1: 17.10, maj@64: 27.73}   # null where the paper's figure was not obtained
         source: where the figures come from
         note: optional, e.g. why a figure is blank
@@ -28,7 +28,7 @@ from nemo_recipes.errors import UserError
 REPRODUCE_DIR = Path(os.environ.get("NEMO_RECIPES_REPRODUCE", Path(__file__).resolve().parents[1] / "reproduce"))
 PAPER_METRICS = ("pass@1", "maj@64")
 PAPER_BENCHMARK = "comp-math-24-25"  # every figure in reproduce/ is on Comp-Math-24-25
-ROLES = ("base", "sft", "teacher")
+ROLES = ("base", "sft")
 
 
 @dataclasses.dataclass(frozen=True)

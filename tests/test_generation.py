@@ -166,7 +166,7 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     class FakeProcess:
         def __init__(self, command, env, stdout, stderr, preexec_fn):
             assert command[0] == other_python and "PYTHONPATH" not in env
-            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and preexec_fn is sample._end_with_parent
+            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and callable(preexec_fn)
             started.append((command, env["CUDA_VISIBLE_DEVICES"]))
             self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
 
@@ -229,8 +229,8 @@ def test_a_vllm_worker_ends_when_the_stage_that_started_it_is_killed(tmp_path):
     pid_file = tmp_path / "worker.pid"
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import subprocess, time
-        from nemo_recipes.stages.sample import _end_with_parent
-        worker = subprocess.Popen(["sleep", "60"], preexec_fn=_end_with_parent)
+        from nemo_recipes.stages.sample import end_with_parent
+        worker = subprocess.Popen(["sleep", "60"], preexec_fn=end_with_parent())
         open({str(pid_file)!r}, "w").write(str(worker.pid))
         time.sleep(60)
     """)])

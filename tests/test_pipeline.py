@@ -209,6 +209,8 @@ def test_a_stage_recomputed_with_the_same_output_leaves_the_stages_after_it_comp
     forced = _cfg(tmp_path, "force=[prepare]")
     assert stage_states(forced)["prepare"] == "forced: will run again"
     assert stage_states(forced)["sample_teacher"] == "complete; runs again if prepare changes its output"
+    # A run of sample_teacher alone does not run prepare, forced or not: the stage after it skips.
+    assert stage_states(forced, {"sample_teacher"})["sample_teacher"] == "complete, will skip"
 
 
 def test_keys_that_only_plan_or_split_the_work_change_no_stage_hash():
@@ -331,3 +333,9 @@ def test_an_os_error_while_running_is_one_sentence_and_keeps_the_run_resumable(t
     assert main([f"run_dir={tmp_path}/a-file/run", "stages=[prepare]", "progress=false"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: [Errno 20] Not a directory") and err.endswith("once that is fixed.")
+
+
+def test_the_plan_splits_the_nodes_gpus_not_the_planning_machines(monkeypatch, capsys):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a workstation with one GPU planning an 8-GPU node's run
+    assert main(["experiment=main", "dry_run=true", "stages=[sample_teacher]"]) == 0
+    assert "CUDA_VISIBLE_DEVICES 0,1 | 2,3 | 4,5 | 6,7" in capsys.readouterr().out

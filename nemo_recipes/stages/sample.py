@@ -13,6 +13,7 @@ seeds every request with it, the hf backend seeds each chunk with its first requ
 
 from __future__ import annotations
 
+import os
 import time
 
 from nemo_recipes.data.prompts import render_prompt
@@ -36,7 +37,7 @@ def run(ctx) -> dict:
     todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
     if todo and sampling.backend == "vllm":
         _drop_claims(chunk_dir, todo)  # left by a killed run's workers; this run holds the lock on these chunks
-        _run_replicas(ctx, _replica_groups(ctx.cfg, role, sampling))
+        _run_replicas(ctx, _replica_groups(ctx.cfg, role, sampling, os.environ.get("CUDA_VISIBLE_DEVICES")))
     elif todo:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 
@@ -162,16 +163,15 @@ def _revision(cfg, role: str) -> str | None:
     return model.get("revision") if role != "sft" and model.source == "hub" else None
 
 
-def _replica_groups(cfg, role: str, sampling) -> list[str]:
-    """GPU groups of the vLLM workers on this node; [""] for the hf backend, which generates in this process."""
+def _replica_groups(cfg, role: str, sampling, visible: str | None = None) -> list[str]:
+    """GPU groups of the vLLM workers on this node, cut from `visible` (this process's CUDA_VISIBLE_DEVICES when it
+    runs them; None when planning: the planning machine's GPUs are not the node's); [""] for the hf backend."""
     if sampling.backend != "vllm":
         return [""]
     from nemo_recipes.generation.replicas import gpu_groups
 
-    import os
-
     tp = model_config(cfg, role).generation_tp
-    return gpu_groups(max(int(cfg.cluster.gpus_per_node), tp), tp, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return gpu_groups(max(int(cfg.cluster.gpus_per_node), tp), tp, visible)
 
 
 def _vllm_python(cfg) -> str:
@@ -189,7 +189,6 @@ def _run_replicas(ctx, groups: list[str]) -> None:
 
     The workers end with this process: they get SIGTERM when it dies (even by SIGKILL) or stops on an exception,
     so a resumed run never finds the GPUs held by orphans of the last one."""
-    import os
     import subprocess
     import sys
 
@@ -198,7 +197,7 @@ def _run_replicas(ctx, groups: list[str]) -> None:
     python = _vllm_python(ctx.cfg)
     logs = ctx.dir / "logs"
     logs.mkdir(exist_ok=True)
-    workers = []
+    workers, hook = [], end_with_parent()
     try:
         for replica, gpus in enumerate(groups):
             command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
@@ -206,27 +205,39 @@ def _run_replicas(ctx, groups: list[str]) -> None:
             log = open(logs / f"replica_{replica}.log", "a")
             env = worker_environment(os.environ, gpus, own_python=python == sys.executable)
             workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                             preexec_fn=_end_with_parent), log))
+                                             preexec_fn=hook), log))
         ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
         failed = [replica for replica, (process, _) in enumerate(workers) if process.wait() != 0]
     finally:
         for process, log in workers:
             if process.poll() is None:
                 process.terminate()
-                process.wait()
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:  # vLLM ignoring SIGTERM while it tears down
+                    process.kill()
+                    process.wait()
             log.close()
     if failed:
         raise UserError(f"vLLM replicas {failed} failed (see {logs}/replica_N.log); their finished chunks are kept, "
                         f"run again to resume.")
 
 
-def _end_with_parent() -> None:
-    """In a worker, before it execs: ask Linux for SIGTERM when the process that started it dies."""
+def end_with_parent():
+    """A preexec_fn that asks Linux for SIGTERM in the worker when the process that started it dies, and ends the
+    worker at once if it already has. Everything is looked up here, in the parent: between fork and exec the child
+    only makes the system call (an import or dlopen there can deadlock on a lock another thread held)."""
     import ctypes
     import signal
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    prctl, parent, pr_set_pdeathsig = ctypes.CDLL(None, use_errno=True).prctl, os.getpid(), 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
 
 
 def generate_replica(ctx, replica: int, replicas: int) -> None:
@@ -252,8 +263,6 @@ def _claim_path(chunk_dir, index: int):
 def _claims(chunk_dir, candidates: list[int]):
     """The chunks this worker claims, one at a time as it gets to them: a claim file made with O_EXCL is one
     worker's alone (on NFS too), and a chunk written meanwhile is skipped."""
-    import os
-
     for index in candidates:
         if _chunk_path(chunk_dir, index).exists():
             continue

@@ -41,7 +41,8 @@ def load_packs(path, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> 
 
 def packed_batch(pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> dict:
     """One pack as NeMo's collate_fn shapes it (micro batch 1): each sub-sequence loses its last token in `tokens`
-    and its first in `labels` and `loss_mask`; `position_ids` restart at 0 per sub-sequence.
+    and its first in `labels`, `loss_mask` is read beside the labels as the NeMo of `loss_mask_alignment` reads it
+    (label_mask), and `position_ids` restart at 0 per sub-sequence.
 
     Returns torch tensors `tokens`, `labels`, `position_ids` (int64, shape [1, T]), `loss_mask` (float32, [1, T]),
     plus `seq_lengths` (the T positions per sub-sequence) and `token_count` (T). NeMo's padding of T to a multiple
