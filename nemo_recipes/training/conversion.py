@@ -1,10 +1,13 @@
-"""Qwen2 checkpoint conversion with NeMo v2.1.0's own scripts, run inside the NeMo container.
+"""Qwen2 checkpoint conversion with NeMo's own scripts (the same arguments in v2.1.0 and v2.2.0, the image's), run
+inside the NeMo container.
 
 HF -> NeMo:  {nemo_dir}/scripts/checkpoint_converters/convert_qwen2_hf_to_nemo.py
 NeMo -> HF:  {nemo_dir}/scripts/checkpoint_converters/convert_qwen2_nemo_to_hf.py
 
-The HF -> NeMo converter writes `tokenizer.type = <the HF directory as given>` into the .nemo, so training must see
-that directory at the same path: we always pass absolute paths and mount them unchanged (launch.same_path_mounts).
+The HF -> NeMo converter writes the HF directory as given into the .nemo as its tokenizer (v2.2.0: library
+huggingface, use_fast, trust_remote_code -- harmless for a Qwen2.5 folder, which holds no code; the fast tokenizer
+reads tokenizer.json, as our packer does), so training must see that directory at the same path: we always pass
+absolute paths and mount them unchanged (launch.same_path_mounts).
 """
 
 from __future__ import annotations
