@@ -14,6 +14,12 @@ def model_config(cfg, role: str):
     return cfg.teacher if role == "teacher" else cfg.student
 
 
+def sampling_config(cfg, role: str):
+    """The sampling settings a role is sampled with: the teacher's on the seed problems, the students' on the
+    benchmark."""
+    return cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
+
+
 def model_path(cfg, role: str, build: bool = True) -> str:
     """The path (or hub id) generation and training load for `role`; toy models are built here on first use.
 

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 from nemo_recipes.errors import RequirementsNotMet, UserError
 from nemo_recipes.io import read_json, sha256_file, write_json
-from nemo_recipes.models import model_path
+from nemo_recipes.models import model_path, sampling_config
 from nemo_recipes.resources import Estimate, estimate, size_text, total, unmet_requirements
 
 MANIFEST = "manifest.json"
@@ -176,7 +176,8 @@ def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None
 def _shard_run(cfg, stages: list[Stage]) -> str | None:
     """'<stage>-<shard>' when this run samples one shard (teacher_sampling.shard or eval_sampling.shard set), else
     None. Nodes run their shards into one folder at once, so a shard run may hold nothing else: prepare has run."""
-    sharded = [stage for stage in stages if stage.module == "sample" and _sampling_of(cfg, stage).shard is not None]
+    sharded = [stage for stage in stages
+               if stage.module == "sample" and sampling_config(cfg, stage.param("role")).shard is not None]
     if not sharded:
         return None
     others = [stage.name for stage in stages if stage not in sharded]
@@ -184,11 +185,8 @@ def _shard_run(cfg, stages: list[Stage]) -> str | None:
         raise UserError(f"a shard run samples one stage and nothing else, but this one selects "
                         f"{', '.join(s.name for s in stages)}; run the stages before it once without a shard, then "
                         f"each node with e.g. stages=[{sharded[0].name}].")
-    return f"{sharded[0].name}-{_sampling_of(cfg, sharded[0]).shard}"
-
-
-def _sampling_of(cfg, stage: Stage):
-    return cfg.teacher_sampling if stage.param("role") == "teacher" else cfg.eval_sampling
+    shard = sampling_config(cfg, sharded[0].param("role")).shard
+    return f"{sharded[0].name}-{shard}"
 
 
 def selected_stages(cfg) -> list[Stage]:

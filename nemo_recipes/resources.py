@@ -49,17 +49,19 @@ def estimate(cfg, stage, num_problems: int | None) -> Estimate:
     if kind == "sample":
         return _sampling(cfg, stage.param("role"), num_problems)
     if kind == "grade":
-        sampling = cfg.teacher_sampling if stage.name == "grade_teacher" else cfg.eval_sampling
-        return Estimate(disk_gb=_records_gb(sampling, num_problems))
+        from nemo_recipes.models import sampling_config
+
+        role = str(stage.param("source")).removeprefix("sample_")
+        return Estimate(disk_gb=_records_gb(sampling_config(cfg, role), num_problems))
     if kind == "sft":
         return _training(cfg)
     return Estimate(disk_gb=0.01)
 
 
 def _sampling(cfg, role: str, num_problems: int | None) -> Estimate:
-    from nemo_recipes.models import model_config
+    from nemo_recipes.models import model_config, sampling_config
 
-    sampling = cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
+    sampling = sampling_config(cfg, role)
     model = model_config(cfg, role)
     tokens = (num_problems or 0) * sampling.n * sampling.expected_tokens
     disk = 2 * _records_gb(sampling, num_problems)  # chunk files plus the merged generations.jsonl

@@ -19,7 +19,7 @@ import time
 from nemo_recipes.data.prompts import render_prompt
 from nemo_recipes.errors import UserError
 from nemo_recipes.io import iter_jsonl, read_jsonl, write_jsonl
-from nemo_recipes.models import model_config, model_name, model_path
+from nemo_recipes.models import model_config, model_name, model_path, sampling_config
 
 PROBLEM_KEYS = ("id", "problem", "expected_answer", "subset")
 _SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt", "backend")
@@ -27,7 +27,7 @@ _SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt"
 
 def run(ctx) -> dict:
     role = ctx.stage.param("role")
-    sampling = _sampling(ctx.cfg, role)
+    sampling = sampling_config(ctx.cfg, role)
     problems, requests, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def run(ctx) -> dict:
 def plan(ctx) -> list[str]:
     role = ctx.stage.param("role")
     cfg = ctx.cfg
-    sampling = _sampling(cfg, role)
+    sampling = sampling_config(cfg, role)
     num = planned_problems(ctx, role)
     samples = f"{num} problems x {sampling.n} = {num * sampling.n} samples" if num else f"? problems x {sampling.n}"
     tokens = f"~{num * sampling.n * sampling.expected_tokens / 1e6:.2f}M tokens" if num else "tokens: ?"
@@ -111,10 +111,6 @@ def _chunked_requests(ctx, role: str, sampling):
     requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
     chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
     return problems, requests, chunks
-
-
-def _sampling(cfg, role: str):
-    return cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
 
 
 def _problems_file(ctx, role: str):
@@ -244,7 +240,7 @@ def generate_replica(ctx, replica: int, replicas: int) -> None:
     """A replica worker: this node's chunks not on disk yet, each claimed before it is generated, so the replicas
     share the work as they go (generation/replicas.py)."""
     role = ctx.stage.param("role")
-    sampling = _sampling(ctx.cfg, role)
+    sampling = sampling_config(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
