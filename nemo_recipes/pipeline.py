@@ -326,7 +326,8 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
             print(f"      {line}")
         if _will_run(state):
             costs.append(stage_estimate(ctx))
-            print(f"      {costs[-1].line()}")
+            for line in costs[-1].lines():
+                print(f"      {line}")
     needs = total(costs)
     models = ", ".join(str(model_path(cfg, role, build=False)) for role in needs.models) or "none"
     print(f"\nstill to run: ~{needs.gpu_hours:,.1f} GPU-hours (up to {needs.gpus} GPUs at once), "

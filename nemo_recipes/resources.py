@@ -42,6 +42,13 @@ class Estimate:
                                                       if self.peak_extra_gb else "")]
         return "cost: " + ", ".join(parts) + (f" ({self.basis})" if self.basis else "")
 
+    def lines(self) -> list[str]:
+        """What the plan prints under a stage that will run: its cost, each GPU's memory, what would refuse it."""
+        memory = ([f"memory: ~{self.gpu_memory_gb:.0f} GB per GPU ({self.gpu_memory_basis}; Megatron's 6 + 12 / "
+                   f"(DP x CP) bytes per parameter, activations as Korthikanti et al. 2022)"]
+                  if self.gpu_memory_gb else [])
+        return [self.line(), *memory, *(f"refuses: {refusal}" for refusal in self.refusals)]
+
 
 def estimate(cfg, stage, num_problems: int | None) -> Estimate:
     """The cost of one stage of `cfg`'s experiment; `num_problems` is the size of the set it samples, if known."""

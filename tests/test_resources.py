@@ -133,3 +133,14 @@ def test_sft_refuses_gpus_its_memory_estimate_does_not_fit(tmp_path, monkeypatch
     assert unmet_requirements(four_nodes, four, models=False) == []  # ~37 + ~6 GB on 32 GPUs
     recompute = compose_config(["experiment=main", "sft.activation_checkpointing=true"])
     assert launch.sft_memory_gb(recompute)[1] == pytest.approx(64 * 16384 * 5120 * 2 / 8 / 1e9)
+
+
+def test_the_plan_prints_the_sft_memory_and_what_would_refuse_it(capsys):
+    from nemo_recipes.cli import main
+
+    assert main(["experiment=main", "dry_run=true", "stages=[sft]"]) == 0
+    assert "      memory: ~97 GB per GPU (74 GB of weights, gradients and optimizer shard" in capsys.readouterr().out
+    assert main(["experiment=main", "dry_run=true", "stages=[sft]", "student.parallel.cp=4"]) == 0
+    out = capsys.readouterr().out
+    assert "      refuses: main sft: student.parallel needs TP x PP x CP = 8 x 1 x 4 = 32 GPUs" in out
+    assert "memory: ~" not in out  # a layout that does not divide the GPUs has no per-GPU figure

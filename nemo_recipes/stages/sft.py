@@ -52,19 +52,13 @@ def plan(ctx) -> list[str]:
     lines = [f"backend {backend}: LR {s.lr} -> {s.min_lr}, warmup {s.warmup_steps}, GBS {s.global_batch_size} packs, "
              f"{s.max_steps} steps, up-sample {s.upsample}, optimizer {s.optimizer}"]
     if backend == "nemo_aligner":
-        from nemo_recipes.launch import parallel_plan, sft_memory_gb, sft_settings_problems
         from nemo_recipes.training.nemo_aligner import plan_sft
 
-        p = parallel_plan(cfg)
+        p = cfg.student.parallel
+        # Memory per GPU and the settings that would refuse the launch follow in the stage's cost (resources.py).
         lines.append(f"parallelism TP {p.tp} x PP {p.pp} x CP {p.cp}, sequence parallel {p.sequence_parallel}, "
-                     f"on {p.nodes} node(s) x {p.gpus_per_node} GPUs ({cfg.cluster.launcher})")
-        if p.world_size and p.world_size % p.model_parallel_size == 0:
-            state, activations = sft_memory_gb(cfg)
-            lines.append(f"memory: ~{state + activations:.0f} GB per GPU: {state:.0f} GB of weights, gradients and "
-                         f"optimizer shard (Megatron: 6 + 12 / (DP x CP) bytes per parameter, DP "
-                         f"{p.data_parallel_size}) + {activations:.0f} GB of activations (Korthikanti et al. 2022, "
-                         f"{'full recompute' if s.get('activation_checkpointing') else 'no recompute'})")
-        lines += [f"refuses: {problem}" for problem in sft_settings_problems(cfg)]
+                     f"activation recompute {bool(s.get('activation_checkpointing'))}, on {cfg.cluster.nodes} "
+                     f"node(s) x {cfg.cluster.gpus_per_node} GPUs ({cfg.cluster.launcher})")
         packed = ctx.input_dir("pack") / f"packed_{s.pack_size}_seed0.npy"
         for command in plan_sft(cfg, stage_dir=ctx.dir, packed_data_path=packed,
                                 hf_model_dir=local_model_dir(cfg, "base", download=False)):
