@@ -32,7 +32,6 @@ RANGES = {
 def config_value_problem(cfg) -> str | None:
     """The first setting out of its kind or range, as one sentence; None when all are fine."""
     from omegaconf import OmegaConf
-
     from omegaconf.errors import OmegaConfBaseException
 
     for key, (kind, low, high) in RANGES.items():
@@ -49,7 +48,7 @@ def config_value_problem(cfg) -> str | None:
         if not (whole if kind == "int" else number) or (low is not None and value < low) or (
                 high is not None and value > high):
             what = "a whole number" if kind == "int" else "a number"
-            bounds = (f" from {low} to {high}" if high is not None else f" of at least {low}") if low is not None else ""
+            bounds = f" from {low} to {high}" if high is not None else f" of at least {low}"
             return f"{key} is {value!r}; it must be {what}{bounds}."
     return None
 

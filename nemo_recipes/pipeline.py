@@ -89,8 +89,8 @@ def stage_graph(cfg) -> list[Stage]:
             Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
                   ("selection", "student.path", "student.source")),
             Stage("pack", "pack", ("select",),
-                  ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path", "student.source",
-                   "student.parallel.cp")),
+                  ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path",
+                   "student.source", "student.parallel.cp")),
             Stage("sft", "sft", ("pack",), ("sft", "student"), (),
                   (*(f"sft.{key}" for key in _SFT_RUN_KEYS), "student.generation_tp", "student.num_params_b")),
         ]

@@ -34,8 +34,8 @@ def compose_runs(target, overrides: list[str]) -> dict:
         if key in _PER_RUN_KEYS:
             raise UserError(f"override '{override}' would give every run of target {target.name} the same "
                             f"{key}; the target names its runs itself (set runs_root=... to move them all).")
-    configs = dict(zip(target.experiments,
-                       compose_configs([[f"experiment={experiment}", *overrides] for experiment in target.experiments])))
+    runs = [[f"experiment={experiment}", *overrides] for experiment in target.experiments]
+    configs = dict(zip(target.experiments, compose_configs(runs)))
     _narrow_stage_lists(target, configs)
     return configs
 

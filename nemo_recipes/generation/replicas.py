@@ -58,7 +58,8 @@ def check_worker_imports(python: str) -> None:
     import os
     import subprocess
 
-    code = "import torch, vllm; from vllm import LLM, SamplingParams; print('vLLM', vllm.__version__, 'torch', torch.__version__)"
+    code = ("import torch, vllm; from vllm import LLM, SamplingParams; "
+            "print('vLLM', vllm.__version__, 'torch', torch.__version__)")
     result = subprocess.run([python, "-c", code], env=worker_environment(os.environ, "", own_python=False),
                             capture_output=True, text=True)
     if result.returncode:
