@@ -18,3 +18,10 @@ class RequirementsNotMet(UserError):
     def __init__(self, what: str, problems: list[str]):
         self.problems = problems
         super().__init__(f"{what} cannot start on this machine: " + " ".join(problems))
+
+
+class Interrupted(UserError):
+    """A stage stopped before it was done and kept what it did (training saved to stop before a Slurm time limit);
+    running it again resumes. Exit status 75 (EX_TEMPFAIL): the next continuation job takes over."""
+
+    exit_code = 75

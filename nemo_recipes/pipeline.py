@@ -1,4 +1,4 @@
-"""The stage engine: stage graph, run folder, manifests, skip and resume, and the run lock.
+"""The stage engine: stage graph, run folder, manifests, skip and resume, and the stage locks.
 
 Each stage is a module in `nemo_recipes.stages` with `run(ctx) -> dict | None` and `plan(ctx) -> list[str]`. It
 reads the folders of the stages it needs and writes only its own folder, `<run_dir>/<stage>/`, which holds a
@@ -15,7 +15,12 @@ reads the folders of the stages it needs and writes only its own folder, `<run_d
 A complete stage whose two hashes still match is skipped. A stage found `running` or `failed` with matching hashes
 is run again and resumes from what it finished (sampling keeps its completed chunk files, training its last
 checkpoint). A stage whose hashes no longer match is moved aside to `<run_dir>/.stale/` -- never deleted -- and
-recomputed, and so, through their inputs hash, is every stage after it whose inputs then differ.
+recomputed, and so, through their inputs hash, is every stage after it whose inputs then differ. A complete stage
+whose output files are gone since (listed with size and mtime in its manifest) runs again where it is; one whose
+files changed is moved aside and recomputed: never skipped silently.
+
+A process running a stage holds its lock (<run_dir>/.locks/<stage>), shared on the stages it reads, so the jobs of
+one run can run independent stages at once on a cluster and two processes never run the same stage.
 """
 
 from __future__ import annotations
@@ -56,13 +61,14 @@ class Stage:
     params: tuple[tuple[str, Any], ...] = ()
     unhashed: tuple[str, ...] = ()    # keys under config_keys that say how the work is split or planned, not what
                                       # it makes
+    job: str = "cpu"                  # what a launcher gives it: cpu | sampling (shards over nodes) | training
 
     def param(self, key: str, default: Any = None) -> Any:
         return dict(self.params).get(key, default)
 
 
 # Keys that only plan or split the work (or say what a model is like): they never change a stage's output.
-_PLANNING_KEYS = ("expected_tokens", "throughput_tokens_per_s", "num_shards", "shard")
+_PLANNING_KEYS = ("expected_tokens", "throughput_tokens_per_s", "num_shards", "shard", "merge_only")
 _SAMPLING_MODEL_KEYS = ("parallel", "num_params_b")  # the model's SFT layout and size, read by planning only
 _SFT_RUN_KEYS = ("logger", "wandb_project", "wandb_name", "nemo_to_hf_cpu_only", "keep_checkpoints")
 
@@ -80,7 +86,7 @@ def stage_graph(cfg) -> list[Stage]:
     if trains and not released:
         stages += [
             Stage("sample_teacher", "sample", ("prepare",), ("teacher", "teacher_sampling"), (("role", "teacher"),),
-                  _sampling_unhashed("teacher", "teacher_sampling")),
+                  _sampling_unhashed("teacher", "teacher_sampling"), job="sampling"),
             Stage("grade_teacher", "grade", ("sample_teacher",), ("grading",), (("source", "sample_teacher"),),
                   ("grading.workers",)),
         ]
@@ -92,7 +98,8 @@ def stage_graph(cfg) -> list[Stage]:
                   ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path",
                    "student.source", "student.parallel.cp")),
             Stage("sft", "sft", ("pack",), ("sft", "student"), (),
-                  (*(f"sft.{key}" for key in _SFT_RUN_KEYS), "student.generation_tp", "student.num_params_b")),
+                  (*(f"sft.{key}" for key in _SFT_RUN_KEYS), "student.generation_tp", "student.num_params_b"),
+                  job="training"),
         ]
     grades = []
     for role in cfg.evaluate:
@@ -102,7 +109,7 @@ def stage_graph(cfg) -> list[Stage]:
                             f"evaluate=[base], as conf/experiment/eval-qwen2.5-math-72b-instruct.yaml does).")
         needs = ("prepare", "sft") if role == "sft" else ("prepare",)
         stages.append(Stage(f"sample_{role}", "sample", needs, ("student", "eval_sampling"), (("role", role),),
-                            _sampling_unhashed("student", "eval_sampling")))
+                            _sampling_unhashed("student", "eval_sampling"), job="sampling"))
         stages.append(Stage(f"grade_{role}", "grade", (f"sample_{role}",), ("grading",),
                             (("source", f"sample_{role}"),), ("grading.workers",)))
         grades.append(f"grade_{role}")
@@ -111,17 +118,8 @@ def stage_graph(cfg) -> list[Stage]:
     # also when that stage's output came out the same and nothing else downstream had to run.
     upstream = json.dumps({stage.name: config_digest(cfg, stage) for stage in stages}, sort_keys=True)
     stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
-                        ("report", "benchmark.name"), (("paper", _paper_figures(cfg)), ("stages", upstream))))
+                        ("report", "benchmark.name"), (("stages", upstream),)))
     return stages
-
-
-def _paper_figures(cfg) -> str:
-    """The reproduce/ figures the run's report compares with: part of the report stage's hash, so an edited figure
-    renders the report again."""
-    from nemo_recipes.targets import paper_row
-
-    rows = {role: paper_row(cfg.experiment_name, role) for role in cfg.evaluate}
-    return json.dumps({role: [row.paper, row.source, row.note] for role, row in rows.items() if row}, sort_keys=True)
 
 
 @dataclasses.dataclass
@@ -151,7 +149,7 @@ class StageContext:
 
 
 def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None:
-    """Run (or, with cfg.dry_run, plan) the selected stages under the run-folder lock. check=False skips the
+    """Run (or, with cfg.dry_run, plan) the selected stages, each under its stage lock. check=False skips the
     requirement check, for a caller that has checked a whole set of runs already (nemo_recipes.reproduce)."""
     run_dir = Path(cfg.run_dir)
     stages = selected_stages(cfg)
@@ -166,11 +164,21 @@ def run_pipeline(cfg, argv: list[str] | None = None, check: bool = True) -> None
         raise
     run_dir.mkdir(parents=True, exist_ok=True)
     shard = _shard_run(cfg, stages)
-    with run_lock(run_dir, shard=shard):
-        for stage in stages:
+    for stage in stages:
+        with stage_lock(run_dir, stage.name, shard=shard, reads=stage.needs):
             _run_stage(cfg, stage, run_dir, argv or [], shard=shard)
     report = run_dir / "report" / "report.md"
     print(f"done: {run_dir}" + (f"; report: {report}" if report.exists() else ""), flush=True)
+
+
+def follow_stages(cfg, leader_done) -> None:
+    """The part of each selected stage that a task other than the first of a multi-task job runs (a stage module's
+    `follow(ctx, leader_done)`; most have none). The first task holds the lock and the manifests; `leader_done()`
+    says when it has finished."""
+    for stage in selected_stages(cfg):
+        module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
+        if hasattr(module, "follow"):
+            module.follow(StageContext(cfg, stage, Path(cfg.run_dir), progress=False), leader_done)
 
 
 def _shard_run(cfg, stages: list[Stage]) -> str | None:
@@ -210,16 +218,19 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str], shard: str | N
     previous = read_json(manifest_path) if manifest_path.exists() else None
     forced = stage.name in (cfg.force or [])
     changed = previous and (previous.get("config_hash"), previous.get("inputs_hash")) != (config_hash, inputs_hash)
+    damage = _damage(ctx.dir, previous) if previous and previous.get("status") == "complete" else None
     if shard and previous and (forced or changed):
         # Other nodes may be writing their chunks into this folder right now: never move it from under them.
         raise UserError(f"{ctx.dir} holds sampling of another config or inputs, which a shard run never moves aside "
                         f"(other shards may be writing there); give every node the same config, or recompute it "
                         f"once without a shard.")
-    if previous and (forced or changed):
-        stale = _move_aside(ctx.dir, run_dir)
-        reason = "forced" if forced else "its config or inputs changed"
+    if previous and (forced or changed or (damage and damage.changed)):
+        stale = move_aside(ctx.dir, run_dir)
+        reason = "forced" if forced else damage.text if damage and not changed else "its config or inputs changed"
         ctx.log(f"{reason}: moved the previous results to {stale} and recomputing")
         previous = None
+    elif damage:  # files gone since it completed: run it again where it is, reusing what is left
+        ctx.log(f"complete, but {damage.text}: running it again")
     elif previous and previous.get("status") == "complete":
         ctx.log("complete, skipping")
         return
@@ -245,20 +256,63 @@ def _run_stage(cfg, stage: Stage, run_dir: Path, argv: list[str], shard: str | N
     write_json(manifest_path, manifest)
     module = importlib.import_module(f"nemo_recipes.stages.{stage.module}")
     started = time.time()
-    ctx.log("running")
+    ctx.log("running" + (f" shard {shard.rpartition('-')[2]}" if shard else ""))
     try:
         summary = module.run(ctx) or {}
     except BaseException as error:
-        # Keep everything written so far: the next run resumes from it.
-        manifest.update(status="failed", ended=_now(), error=f"{type(error).__name__}: {error}",
-                        commands=ctx.commands)
-        write_json(manifest_path, manifest)
+        # Keep everything written so far: the next run resumes from it. A shard's failure is its own, not the
+        # stage's: other shards may still be running.
+        failure = {**manifest, "status": "failed", "ended": _now(), "error": f"{type(error).__name__}: {error}",
+                   "commands": ctx.commands}
+        write_json(_shard_record(ctx.dir, shard) if shard else manifest_path, failure)
         raise
+    if shard:
+        # A shard writes its own chunks and nothing else: the stage completes when a run without `shard` merges.
+        write_json(_shard_record(ctx.dir, shard), {**manifest, "status": "complete", "ended": _now(),
+                                                   "seconds": round(time.time() - started, 2), "summary": summary})
+        ctx.log(f"shard done in {time.time() - started:.1f} s; a run without shard merges the stage")
+        return
+    outputs = _output_files(ctx.dir)
     manifest.update(status="complete", ended=_now(), seconds=round(time.time() - started, 2), summary=summary,
-                    commands=ctx.commands, outputs_hash=_outputs_digest(ctx.dir))
+                    commands=ctx.commands, outputs_hash=_outputs_hash(outputs), outputs=outputs)
     manifest["fingerprint"] = _hash([stage.name, manifest["outputs_hash"]])
     write_json(manifest_path, manifest)
     ctx.log(f"complete in {manifest['seconds']:.1f} s")
+
+
+def _shard_record(stage_dir: Path, shard: str) -> Path:
+    """Where a shard run records how it went (hidden: not an output of the stage, so never in its fingerprint)."""
+    return stage_dir / ".shards" / f"{shard}.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    text: str      # what happened, for a sentence: "generations.jsonl is missing since it completed"
+    changed: bool  # a file was rewritten (recompute from scratch), not only removed (run again where it is)
+
+
+def _damage(stage_dir: Path, manifest: dict) -> Damage | None:
+    """What happened to a complete stage's output files since it completed, or None when they are as it left them.
+
+    Size and mtime decide, as make and rsync do; a file whose mtime moved but whose content is what was hashed is
+    intact. Files added beside the outputs are not damage."""
+    recorded = manifest.get("outputs")
+    if recorded is None:  # a manifest written before outputs were listed (or by hand): nothing to compare with
+        return None
+    missing = []
+    for name, size, content, mtime in recorded:
+        path = stage_dir / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            missing.append(name)
+            continue
+        if stat.st_size != size or (stat.st_mtime_ns != mtime and _file_content(path, stat) != content):
+            return Damage(f"{name} changed since it completed", changed=True)
+    if missing:
+        more = f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else ""
+        return Damage(f"{missing[0]}{more} {'is' if not more else 'are'} missing since it completed", changed=False)
+    return None
 
 
 def _reuse(cfg, ctx: StageContext, config_hash: str, inputs_hash: str) -> bool:
@@ -336,11 +390,18 @@ def print_plan(cfg, stages: list[Stage], argv: list[str] | None = None, shared: 
 
 
 def stage_estimate(ctx: StageContext) -> Estimate:
-    from nemo_recipes.stages.sample import planned_problems
+    from nemo_recipes.data.problems import planned_problem_count
 
     stage = ctx.stage
     role = stage.param("role") or str(stage.param("source", "")).removeprefix("sample_") or None
-    return estimate(ctx.cfg, stage, planned_problems(ctx, role) if role else None)
+    return estimate(ctx.cfg, stage, planned_problem_count(ctx.cfg, ctx.run_dir, role) if role else None)
+
+
+def pending_stages(cfg) -> list[Stage]:
+    """The selected stages a run would run (or may: after an input that runs again), in graph order."""
+    stages = selected_stages(cfg)
+    states = stage_states(cfg, {stage.name for stage in stages})
+    return [stage for stage in stages if _will_run(states[stage.name])]
 
 
 def pending_needs(cfg, stages: list[Stage]) -> Estimate:
@@ -394,7 +455,12 @@ def _state(cfg, stage: Stage, run_dir: Path) -> str:
         return "waiting for inputs"
     if manifest.get("inputs_hash") != inputs:
         return "stale: inputs changed"
-    return "complete, will skip" if manifest.get("status") == "complete" else f"{manifest.get('status')}, will resume"
+    if manifest.get("status") != "complete":
+        return f"{manifest.get('status')}, will resume"
+    damage = _damage(run_dir / stage.name, manifest)
+    if damage:
+        return f"damaged ({damage.text}): will {'recompute' if damage.changed else 'run again'}"
+    return "complete, will skip"
 
 
 def run_state(cfg) -> str:
@@ -425,7 +491,12 @@ def config_values(cfg, stage: Stage) -> dict:
 
 
 def config_digest(cfg, stage: Stage) -> str:
-    return _hash([stage.module, config_values(cfg, stage), list(stage.params)])
+    parts = [stage.module, config_values(cfg, stage), list(stage.params)]
+    # A stage module may name what else its output depends on (the report: the paper's figures it shows).
+    hashed_context = getattr(importlib.import_module(f"nemo_recipes.stages.{stage.module}"), "hashed_context", None)
+    if hashed_context is not None:
+        parts.append(hashed_context(cfg))
+    return _hash(parts)
 
 
 def _inputs_digest(stage: Stage, run_dir: Path) -> str:
@@ -436,11 +507,17 @@ def _inputs_digest(stage: Stage, run_dir: Path) -> str:
         if manifest.get("status") != "complete":
             raise UserError(f"stage '{stage.name}' needs stage '{need}', which is not complete in {run_dir}; "
                             f"run it first (leave it in `stages`).")
+        damage = _damage(run_dir / need, manifest)
+        if damage:
+            raise UserError(f"stage '{stage.name}' needs stage '{need}', but in {run_dir / need} {damage.text}; run "
+                            f"'{need}' again first (leave it in `stages`).")
         fingerprints.append([need, manifest["fingerprint"]])
     return _hash(fingerprints)
 
 
-def _outputs_digest(stage_dir: Path) -> str:
+def _output_files(stage_dir: Path) -> list[list]:
+    """[name, size, content, mtime] of every output file of a stage; content is its sha256, or its mtime for a file
+    too big to hash."""
     entries = []
     for path in sorted(stage_dir.rglob("*")):
         hidden = any(part.startswith(".") for part in path.relative_to(stage_dir).parts)
@@ -450,16 +527,25 @@ def _outputs_digest(stage_dir: Path) -> str:
             stat = path.stat()
         except FileNotFoundError:  # renamed away between the listing and now
             continue
-        content = sha256_file(path) if stat.st_size <= _HASH_CONTENT_LIMIT else f"mtime:{stat.st_mtime_ns}"
-        entries.append([str(path.relative_to(stage_dir)), stat.st_size, content])
-    return _hash(entries)
+        entries.append([str(path.relative_to(stage_dir)), stat.st_size, _file_content(path, stat), stat.st_mtime_ns])
+    return entries
+
+
+def _outputs_hash(entries: list[list]) -> str:
+    """What the stage's fingerprint hashes: names, sizes and contents (an mtime alone never changes it)."""
+    return _hash([entry[:3] for entry in entries])
+
+
+def _file_content(path: Path, stat) -> str:
+    return sha256_file(path) if stat.st_size <= _HASH_CONTENT_LIMIT else f"mtime:{stat.st_mtime_ns}"
 
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _move_aside(stage_dir: Path, run_dir: Path) -> Path:
+def move_aside(stage_dir: Path, run_dir: Path) -> Path:
+    """Move a stage's folder to <run_dir>/.stale/<stage>-<time>/: results are never deleted."""
     stale = run_dir / ".stale" / f"{stage_dir.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
     stale.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(stage_dir), str(stale))
@@ -483,22 +569,30 @@ def library_versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, shard: str | None = None) -> Iterator[None]:
-    """The run folder's lock, held for the life of the process (the kernel drops it on SIGKILL): exclusive for a
-    run, shared for a shard run -- so the shards of a stage run at once on several nodes, each shard once, and no
-    other run while any does. `shard` names the shard ('<stage>-<index>', see _shard_run)."""
+def stage_lock(run_dir: Path, stage: str, *, shard: str | None = None, reads: tuple[str, ...] = ()) -> Iterator[None]:
+    """Held while a process runs `stage` of the run in `run_dir` (the kernel drops it on SIGKILL): exclusive on the
+    stage -- or shared among its shards, each shard exclusive, so nodes sample their shards at once and nothing else
+    runs the stage meanwhile -- and shared on each stage it `reads`, so none of those is recomputed or moved aside
+    under it. The jobs of one run on a cluster each hold the stages they run; two runs of one stage are refused.
+    `shard` names the shard ('<stage>-<index>', see _shard_run)."""
+    locks = run_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
+        for need in reads:
+            held.enter_context(_flock(locks / need, fcntl.LOCK_SH, f"stage {need} of {run_dir}", run_dir,
+                                      note="runs that read it ("))
         if shard is None:
-            held.enter_context(_flock(run_dir / ".lock", fcntl.LOCK_EX, run_dir))
+            held.enter_context(_flock(locks / stage, fcntl.LOCK_EX, f"stage {stage} of {run_dir}", run_dir))
         else:
-            held.enter_context(_flock(run_dir / ".lock", fcntl.LOCK_SH, run_dir, holder=f"shard runs ({shard}: "))
-            held.enter_context(_flock(run_dir / f".lock-{shard}", fcntl.LOCK_EX, run_dir))
+            held.enter_context(_flock(locks / stage, fcntl.LOCK_SH, f"stage {stage} of {run_dir}", run_dir,
+                                      note=f"shard runs ({shard}: "))
+            held.enter_context(_flock(locks / shard, fcntl.LOCK_EX, f"shard {shard} of {run_dir}", run_dir))
         yield
 
 
 @contextlib.contextmanager
-def _flock(path: Path, mode: int, run_dir: Path, holder: str = "") -> Iterator[None]:
-    """flock `path` or refuse in one sentence naming who holds it (`holder` prefixes what this process records)."""
+def _flock(path: Path, mode: int, what: str, run_dir: Path, note: str = "") -> Iterator[None]:
+    """flock `path` or refuse in one sentence naming who holds it (`note` prefixes what this process records)."""
     handle = open(path, "a+")
     try:
         fcntl.flock(handle, mode | fcntl.LOCK_NB)
@@ -506,7 +600,6 @@ def _flock(path: Path, mode: int, run_dir: Path, holder: str = "") -> Iterator[N
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        what = "this shard" if path.name != ".lock" else run_dir
         raise UserError(f"{what} is in use by {holder}; wait for that run to finish or choose another "
                         f"run_dir.") from None
     except OSError as error:  # e.g. Lustre mounted without flock: ENOSYS
@@ -515,7 +608,7 @@ def _flock(path: Path, mode: int, run_dir: Path, holder: str = "") -> Iterator[N
                         f"file locks (local disk, NFSv4, Lustre mounted with -o flock).") from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"{holder}pid {os.getpid()} on {socket.gethostname()} since {_now()}{')' if holder else ''}\n")
+    handle.write(f"{note}pid {os.getpid()} on {socket.gethostname()} since {_now()}{')' if note else ''}\n")
     handle.flush()
     try:
         yield

@@ -91,7 +91,7 @@ def _row(path: Path, index: int, row: dict) -> Row:
         raise UserError(f"{where}.paper must map pass@1 and maj@64 to figures (null where not obtained).")
     if row["role"] not in ROLES:
         raise UserError(f"{where}.role is '{row['role']}'; use one of {', '.join(ROLES)}.")
-    from nemo_recipes.cli import CONF_DIR
+    from nemo_recipes.config import CONF_DIR
 
     if not (CONF_DIR / "experiment" / f"{row['experiment']}.yaml").is_file():
         raise UserError(f"{where}.experiment: there is no conf/experiment/{row['experiment']}.yaml.")

@@ -13,7 +13,7 @@ import pytest
 
 from nemo_recipes.cli import compose_config, main
 from nemo_recipes.errors import UserError
-from nemo_recipes.pipeline import run_lock, run_pipeline, stage_graph
+from nemo_recipes.pipeline import run_pipeline, stage_graph, stage_lock
 
 COMP_MATH = Path(__file__).resolve().parents[1].parent / "shared" / "research" / "data" / "comp-math-24-25.test.jsonl"
 
@@ -85,26 +85,35 @@ def test_failed_stage_is_marked_and_resumed_next_time(tmp_path, capsys):
     assert _manifest(tmp_path, "prepare")["status"] == "complete"
 
 
-def test_second_run_in_the_same_folder_is_refused(tmp_path):
+def test_a_second_process_running_a_stage_or_reading_it_is_refused_but_not_other_stages(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from nemo_recipes.pipeline import run_lock
-        with run_lock(Path({str(run_dir)!r})):
+        from nemo_recipes.pipeline import stage_lock
+        with stage_lock(Path({str(run_dir)!r}), "sample_base", reads=("prepare",)):
             print("locked", flush=True)
             time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(UserError, match=rf"{run_dir} is in use by pid {holder.pid} on .*; wait for that run"):
-            with run_lock(run_dir):
+        in_use = rf"stage sample_base of {run_dir} is in use by pid {holder.pid} on .*; wait for that run"
+        with pytest.raises(UserError, match=in_use):
+            with stage_lock(run_dir, "sample_base"):
                 pass
+        with pytest.raises(UserError, match=in_use):  # grading it while it is written
+            with stage_lock(run_dir, "grade_base", reads=("sample_base",)):
+                pass
+        with pytest.raises(UserError, match=rf"stage prepare of {run_dir} is in use by runs that read it \(pid "):
+            with stage_lock(run_dir, "prepare"):  # recomputing what it reads
+                pass
+        with stage_lock(run_dir, "sample_teacher", reads=("prepare",)):  # another job of the run, another stage
+            pass
     finally:
         holder.kill()
         holder.wait()
-    with run_lock(run_dir):  # the kernel released the killed holder's lock
+    with stage_lock(run_dir, "sample_base"):  # the kernel released the killed holder's lock
         pass
 
 
@@ -116,7 +125,7 @@ def test_dry_run_prints_states_and_writes_nothing(tmp_path, capsys):
     assert "1. prepare         [complete, will skip]" in out
     assert "2. sample_teacher  [pending]  needs: prepare" in out
     assert "toy-teacher" in out and "50 problems x 8 = 400 samples" in out
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "prepare"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".locks", "prepare"]
 
 
 def test_bad_input_file_names_file_and_line(tmp_path):
@@ -252,19 +261,20 @@ def test_evaluating_the_teacher_by_role_is_refused_with_the_way_to_do_it():
         stage_graph(compose_config(["evaluate=[base,sft,teacher]"]))
 
 
-def test_shards_of_a_stage_share_the_run_folder_but_each_shard_and_any_other_run_is_refused(tmp_path):
+def test_shards_of_a_stage_run_at_once_but_each_shard_and_any_other_run_of_the_stage_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with run_lock(run_dir, shard="sample_teacher-0"):
-        with run_lock(run_dir, shard="sample_teacher-1"):  # another node's shard runs at the same time
+    with stage_lock(run_dir, "sample_teacher", shard="sample_teacher-0"):
+        with stage_lock(run_dir, "sample_teacher", shard="sample_teacher-1"):  # another node's shard, at once
             pass
-        with pytest.raises(UserError, match=r"this shard is in use by pid \d+ on "):
-            with run_lock(run_dir, shard="sample_teacher-0"):
+        with pytest.raises(UserError, match=rf"shard sample_teacher-0 of {run_dir} is in use by pid \d+ on "):
+            with stage_lock(run_dir, "sample_teacher", shard="sample_teacher-0"):
                 pass
-        with pytest.raises(UserError, match=rf"{run_dir} is in use by shard runs \(sample_teacher-\d: pid \d+ on "):
-            with run_lock(run_dir):
+        with pytest.raises(UserError, match=rf"stage sample_teacher of {run_dir} is in use by shard runs "
+                                            rf"\(sample_teacher-\d: pid \d+ on "):
+            with stage_lock(run_dir, "sample_teacher"):  # the merge waits for the shards
                 pass
-    with run_lock(run_dir):
+    with stage_lock(run_dir, "sample_teacher"):
         pass
 
 
@@ -289,7 +299,7 @@ def test_a_file_system_without_locks_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.raises(UserError, match=r"cannot be locked \(Function not implemented\); put runs_root on a file "
                                         r"system with file locks"):
-        with run_lock(tmp_path):
+        with stage_lock(tmp_path, "prepare"):
             pass
 
 
@@ -315,13 +325,13 @@ def test_results_are_readable_by_whoever_the_umask_allows(tmp_path):
 def test_a_config_file_that_is_not_yaml_is_one_sentence_naming_file_and_line(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from nemo_recipes import cli
+    from nemo_recipes import config
 
     conf = tmp_path / "conf"
-    shutil.copytree(cli.CONF_DIR, conf)
+    shutil.copytree(config.CONF_DIR, conf)
     with open(conf / "experiment" / "demo.yaml", "a") as f:
         f.write("broken: [unclosed\n")
-    monkeypatch.setattr(cli, "CONF_DIR", conf)
+    monkeypatch.setattr(config, "CONF_DIR", conf)
     assert main(["dry_run=true"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: bad configuration file: ") and f"({conf}/experiment/demo.yaml, line " in err

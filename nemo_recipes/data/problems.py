@@ -6,10 +6,33 @@ DESIGN.md section 2 that NeMo-Skills' tools also read.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nemo_recipes.errors import UserError
 from nemo_recipes.io import read_jsonl
 
 SOURCES = ("toy", "comp_math", "hf", "jsonl")
+# What the prepare stage writes: the seed problems the teacher samples, the benchmark the students are graded on.
+SEED_PROBLEMS_FILE = "problems.jsonl"
+BENCHMARK_FILE = "benchmark.jsonl"
+_KNOWN_SIZES = {"comp_math": 256, "hf": 50}
+
+
+def prepared_problems_file(run_dir, role: str) -> Path:
+    """The prepared set a model role samples: the seed problems for the teacher, the benchmark for the students."""
+    return Path(run_dir) / "prepare" / (SEED_PROBLEMS_FILE if role == "teacher" else BENCHMARK_FILE)
+
+
+def planned_problem_count(cfg, run_dir, role: str) -> int | None:
+    """How many problems `role` samples: counted when prepare has run, else the configured or known size."""
+    path = prepared_problems_file(run_dir, role)
+    if path.exists():
+        with open(path, encoding="utf-8") as lines:
+            return sum(1 for _ in lines)
+    spec = cfg.problems if role == "teacher" else cfg.benchmark
+    if spec.get("limit"):
+        return int(spec.limit)
+    return spec.get("num_problems") or _KNOWN_SIZES.get(spec.source)
 
 
 def load_problem_set(spec, *, cache_dir: str, key: str, exclude_expressions: frozenset[str] = frozenset()) -> list[dict]:

@@ -8,7 +8,7 @@ is slower, or alone after a crash of the others, never leaves GPUs idle while ch
 The sample stage starts these workers itself, even for one replica, with the interpreter of the environment vLLM
 lives in (`cluster.vllm_python`; vLLM's torch pin differs from NeMo's, so they never share one) and
 CUDA_VISIBLE_DEVICES set per group, and merges their chunk files;
-a worker runs no other stage and takes no run lock -- the stage that started it holds it.
+a worker runs no other stage and takes no lock -- the stage that started it holds the stage's.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def worker_command(python: str, argv: list[str], stage_name: str, replica: int, 
 def main(argv: list[str]) -> int:
     from pathlib import Path
 
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages.sample import generate_replica
 

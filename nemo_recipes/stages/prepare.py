@@ -7,7 +7,7 @@ Writes `problems.jsonl` and `benchmark.jsonl` (id, problem, expected_answer, sub
 
 from __future__ import annotations
 
-from nemo_recipes.data.problems import load_problem_set
+from nemo_recipes.data.problems import BENCHMARK_FILE, SEED_PROBLEMS_FILE, load_problem_set
 from nemo_recipes.io import write_jsonl
 
 
@@ -17,8 +17,8 @@ def run(ctx) -> dict:
     # Toy benchmarks exclude every seed expression, so the student is graded on problems it never trained on.
     seen = frozenset(p["expression"] for p in problems if "expression" in p)
     benchmark = load_problem_set(cfg.benchmark, cache_dir=cfg.cache_dir, key="benchmark", exclude_expressions=seen)
-    write_jsonl(ctx.dir / "problems.jsonl", problems)
-    write_jsonl(ctx.dir / "benchmark.jsonl", benchmark)
+    write_jsonl(ctx.dir / SEED_PROBLEMS_FILE, problems)
+    write_jsonl(ctx.dir / BENCHMARK_FILE, benchmark)
     ctx.log(f"{len(problems)} seed problems ({cfg.problems.name}), {len(benchmark)} benchmark problems "
             f"({cfg.benchmark.name})")
     return {"num_problems": len(problems), "num_benchmark": len(benchmark)}

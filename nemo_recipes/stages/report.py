@@ -23,6 +23,17 @@ def run(ctx) -> dict:
     return {"report": path.name, "figures": sorted(p.name for p in ctx.dir.glob("*.png"))}
 
 
+def hashed_context(cfg) -> str:
+    """The reproduce/ figures this run's report compares with: part of the stage's hash (the engine asks for it), so
+    an edited figure renders the report again."""
+    import json
+
+    from nemo_recipes.targets import paper_row
+
+    rows = {role: paper_row(cfg.experiment_name, role) for role in cfg.evaluate}
+    return json.dumps({role: [row.paper, row.source, row.note] for role, row in rows.items() if row}, sort_keys=True)
+
+
 def plan(ctx) -> list[str]:
     return ["report.md + results.csv + PNGs (results, curves over k, per subset, lengths): ours | paper | delta | "
             "95% CI, with provenance"]

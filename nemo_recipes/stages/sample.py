@@ -6,7 +6,9 @@
 Requests (problem x sample_idx, problem-major) are cut into chunks of `chunk_size`; each finished chunk is written
 atomically to `chunks/chunk_NNNNN.jsonl`, so a killed run resumes at the first missing chunk without losing or
 repeating a record. Chunk c belongs to shard c % num_shards: nodes can each run one shard into the same folder
-(a shared file system), and the run that finds every chunk present merges them into `generations.jsonl`.
+(a shared file system); a shard run writes its chunks and ends, and a run without `shard` merges every chunk into
+`generations.jsonl` -- after generating any that are missing, or, with `merge_only` (the merge job that follows a
+Slurm array of shards, on a node without GPUs), refusing to.
 Each sample's seed is derived from (sampling.seed, request index) alone, so sharded and unsharded runs agree: vLLM
 seeds every request with it, the hf backend seeds each chunk with its first request's.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 
+from nemo_recipes.data.problems import planned_problem_count, prepared_problems_file
 from nemo_recipes.data.prompts import render_prompt
 from nemo_recipes.errors import UserError
 from nemo_recipes.io import iter_jsonl, read_jsonl, write_jsonl
@@ -34,7 +37,13 @@ def run(ctx) -> dict:
     done = _done_chunks(chunk_dir)
     if done:
         ctx.log(f"{len(done)} of {len(chunks)} chunks already done")
-    todo = [c for c in _my_chunks(sampling, len(chunks)) if c not in done]
+    mine = _my_chunks(sampling, len(chunks))
+    todo = [c for c in mine if c not in done]
+    if todo and sampling.merge_only:
+        raise UserError(f"{len(todo)} of {len(chunks)} chunks are missing in {chunk_dir} (shards "
+                        f"{_shards_text(todo, sampling.num_shards)}), and this run only merges "
+                        f"({_sampling_key(role)}.merge_only): a shard job failed or was cancelled (its log says why); "
+                        f"submit again to generate them.")
     if todo and sampling.backend == "vllm":
         _drop_claims(chunk_dir, todo)  # left by a killed run's workers; this run holds the lock on these chunks
         _run_replicas(ctx, _replica_groups(ctx.cfg, role, sampling, os.environ.get("CUDA_VISIBLE_DEVICES")))
@@ -42,14 +51,14 @@ def run(ctx) -> dict:
         _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir)
 
     done = _done_chunks(chunk_dir)
-    missing = [c for c in range(len(chunks)) if c not in done]
-    if missing and sampling.shard is None:
+    missing = [c for c in mine if c not in done]
+    if missing:
         raise UserError(f"{len(missing)} chunks are still missing in {chunk_dir} after generation (see the replica "
                         f"logs in {ctx.dir / 'logs'}); run the stage again to generate them.")
-    if missing:
-        raise UserError(f"shard {sampling.shard} of {sampling.num_shards} is done but {len(missing)} chunks of other "
-                        f"shards are missing in {chunk_dir}; run the remaining shards, then run once more without "
-                        f"`shard` to merge.")
+    if sampling.shard is not None:  # the other shards' chunks come from other nodes; the merge runs after them all
+        ctx.log(f"shard {sampling.shard} of {sampling.num_shards}: its {len(mine)} chunks are written, "
+                f"{len(chunks) - len(done)} chunks of other shards are still to come")
+        return {"shard": sampling.shard, "num_chunks": len(mine)}
     records = [r for c in range(len(chunks)) for r in iter_jsonl(_chunk_path(chunk_dir, c))]
     if len(records) != len(requests):
         raise UserError(f"{chunk_dir}: found {len(records)} records for {len(requests)} requests; a chunk file was "
@@ -68,7 +77,7 @@ def plan(ctx) -> list[str]:
     role = ctx.stage.param("role")
     cfg = ctx.cfg
     sampling = sampling_config(cfg, role)
-    num = planned_problems(ctx, role)
+    num = planned_problem_count(cfg, ctx.run_dir, role)
     samples = f"{num} problems x {sampling.n} = {num * sampling.n} samples" if num else f"? problems x {sampling.n}"
     tokens = f"~{num * sampling.n * sampling.expected_tokens / 1e6:.2f}M tokens" if num else "tokens: ?"
     lines = [
@@ -107,25 +116,18 @@ def _kwargs(values: dict) -> str:
 
 def _chunked_requests(ctx, role: str, sampling):
     """The problems, the (problem, sample_idx) requests in problem-major order, and those cut into chunks."""
-    problems = read_jsonl(_problems_file(ctx, role), required_keys=PROBLEM_KEYS)
+    problems = read_jsonl(prepared_problems_file(ctx.run_dir, role), required_keys=PROBLEM_KEYS)
     requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
     chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
     return problems, requests, chunks
 
 
-def _problems_file(ctx, role: str):
-    return ctx.input_dir("prepare") / ("problems.jsonl" if role == "teacher" else "benchmark.jsonl")
+def _sampling_key(role: str) -> str:
+    return "teacher_sampling" if role == "teacher" else "eval_sampling"
 
 
-def planned_problems(ctx, role: str) -> int | None:
-    """How many problems the role samples: counted when prepare has run, else the configured or known size."""
-    spec = ctx.cfg.problems if role == "teacher" else ctx.cfg.benchmark
-    path = _problems_file(ctx, role)
-    if path.exists():
-        return sum(1 for _ in open(path, encoding="utf-8"))
-    if spec.get("limit"):
-        return int(spec.limit)
-    return spec.get("num_problems") or {"comp_math": 256, "hf": 50}.get(spec.source)
+def _shards_text(chunks: list[int], num_shards: int) -> str:
+    return ", ".join(str(shard) for shard in sorted({c % num_shards for c in chunks}))
 
 
 def _my_chunks(sampling, num_chunks: int) -> list[int]:
