@@ -1,8 +1,9 @@
 """Megatron parallelism plan, the checks run before any GPU job starts, and the commands that start one.
 
-Commands are argument lists for `subprocess`, never shell strings. Three ways to reach the NeMo container:
-  torchrun  -- already inside it on one node (`docker run ... make reproduce-main`)
-  srun      -- Slurm with pyxis: `--container-image`, one task per GPU, every path mounted at the same path
+Commands are argument lists for `subprocess`, never shell strings. Every command runs inside the NeMo container:
+  torchrun  -- one node (`docker run ... make reproduce-main`): one process per GPU, started here
+  Slurm     -- a job of ours (nemo_recipes.launching) whose srun started one task per GPU in the container: each
+               task runs the training script itself (PyTorch Lightning reads its rank from Slurm)
   docker    -- `docker_run_command` prints how to get from a bare machine into it
 """
 
@@ -283,9 +284,8 @@ def _check_cluster(cluster) -> None:
         return
     if cluster.launcher != "slurm":
         raise UserError(f"cluster.launcher is '{cluster.launcher}'; use local or slurm.")
-    for key in ("partition", "container_image"):
-        if _optional(cluster, key) is None:
-            raise UserError(f"cluster.{key} must be set when cluster.launcher is slurm.")
+    if _optional(cluster, "partition") is None:
+        raise UserError("cluster.partition must be set when cluster.launcher is slurm.")
 
 
 def _check_logger(sft) -> None:
@@ -312,6 +312,37 @@ def _available_memory_bytes(meminfo: Path) -> int:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024  # the kernel reports kB
     raise UserError(f"{meminfo} has no MemAvailable line, so host RAM cannot be checked.")
+
+
+def training_deadline(cluster) -> float | None:
+    """When training must stop and save inside a Slurm job (a time.time()): the job's start, which its script
+    exports as NEMO_RECIPES_JOB_START, plus cluster.time_limit less cluster.stop_before_time_limit. None outside a job
+    or without a time limit. NeMo-Skills gives NeMo the same margin: max_time_per_run = time limit - 15 minutes."""
+    import time
+
+    if not cluster.get("inside_job") or not cluster.get("time_limit"):
+        return None
+    started = float(os.environ.get("NEMO_RECIPES_JOB_START") or time.time())
+    return started + slurm_time_seconds(cluster.time_limit) - stop_margin_seconds(cluster)
+
+
+def stop_margin_seconds(cluster) -> int:
+    """How long before a job's time limit training stops to save (cluster.stop_before_time_limit, [D-]HH:MM:SS)."""
+    margin = slurm_time_seconds(cluster.get("stop_before_time_limit") or "00:15:00", "cluster.stop_before_time_limit")
+    if cluster.get("time_limit") and margin >= slurm_time_seconds(cluster.time_limit):
+        raise UserError(f"cluster.time_limit '{cluster.time_limit}' leaves no time to train before "
+                        f"cluster.stop_before_time_limit '{cluster.get('stop_before_time_limit') or '00:15:00'}'.")
+    return margin
+
+
+def slurm_time_seconds(limit, key: str = "cluster.time_limit") -> int:
+    """Seconds in a Slurm time written [D-]HH:MM:SS (`key` names the setting in the error)."""
+    days, _, clock = str(limit).rpartition("-")
+    parts = clock.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
+        raise UserError(f"{key} '{limit}' is not in Slurm's [D-]HH:MM:SS form.")
+    hours, minutes, seconds = (int(p) for p in parts)
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 def _optional(node, key: str):
@@ -342,38 +373,18 @@ def same_path_mounts(folders: Iterable[os.PathLike | str], extra: Sequence[str] 
     return [f"{f}:{f}" for f in outermost] + [str(m) for m in extra]
 
 
-def distributed_command(cfg, program: Sequence[str], *, mounts: Sequence[str], job_name: str) -> list[str]:
-    """Run `program` (a python script and its arguments) on every GPU of the job: torchrun or srun."""
-    python = str(cfg.cluster.get("nemo_python", "python"))
-    plan = parallel_plan(cfg)
-    if cfg.cluster.launcher == "local":
-        return torchrun_command(python, program, gpus_per_node=plan.gpus_per_node)
-    return srun_command(
-        cfg.cluster,
-        [python, "-u", *program],
-        nodes=plan.nodes,
-        tasks_per_node=plan.gpus_per_node,
-        mounts=mounts,
-        job_name=job_name,
-        env_names=list(sft_environment(cfg)),
-    )
-
-
-def single_process_command(cfg, program: Sequence[str], *, mounts: Sequence[str], job_name: str) -> list[str]:
-    """Run `program` once: here (already in the container) or as one Slurm task owning a whole node and its RAM."""
+def distributed_command(cfg, program: Sequence[str]) -> list[str]:
+    """Run `program` (a python script and its arguments) on every GPU: torchrun here, or -- inside a Slurm job, whose
+    srun started one task per GPU, each a rank that PyTorch Lightning reads from Slurm's variables -- in this task."""
     python = str(cfg.cluster.get("nemo_python", "python"))
     if cfg.cluster.launcher == "local":
-        return [python, *program]
-    return srun_command(
-        cfg.cluster,
-        [python, "-u", *program],
-        nodes=1,
-        tasks_per_node=1,
-        mounts=mounts,
-        job_name=job_name,
-        env_names=list(sft_environment(cfg)),
-        exclusive=True,
-    )
+        return torchrun_command(python, program, gpus_per_node=parallel_plan(cfg).gpus_per_node)
+    return [python, "-u", *program]
+
+
+def single_process_command(cfg, program: Sequence[str]) -> list[str]:
+    """Run `program` once, in this process's container (a conversion, by the first task of a Slurm job)."""
+    return [str(cfg.cluster.get("nemo_python", "python")), *program]
 
 
 def torchrun_command(python: str, program: Sequence[str], *, gpus_per_node: int) -> list[str]:
@@ -382,42 +393,11 @@ def torchrun_command(python: str, program: Sequence[str], *, gpus_per_node: int)
             *program]
 
 
-def srun_command(
-    cluster,
-    program: Sequence[str],
-    *,
-    nodes: int,
-    tasks_per_node: int,
-    mounts: Sequence[str],
-    job_name: str,
-    env_names: Iterable[str] = (),
-    exclusive: bool = False,
-) -> list[str]:
-    """srun with a pyxis container; PyTorch Lightning reads its rank from Slurm, one task per GPU."""
-    command = [
-        "srun",
-        f"--job-name={job_name}",
-        f"--nodes={nodes}",
-        f"--ntasks-per-node={tasks_per_node}",
-        f"--gpus-per-node={int(cluster.gpus_per_node)}",
-    ]
-    for flag, key in (("--partition", "partition"), ("--account", "account"), ("--time", "time_limit")):
-        if _optional(cluster, key) is not None:
-            command.append(f"{flag}={_optional(cluster, key)}")
-    if exclusive:
-        command.append("--exclusive")
-    command += [
-        f"--container-image={_optional(cluster, 'container_image')}",
-        f"--container-mounts={','.join(mounts)}",
-        "--no-container-mount-home",
-        "--kill-on-bad-exit=1",
-        "--wait=10",
-    ]
-    names = sorted(set(env_names))
-    if names:
-        command.append(f"--container-env={','.join(names)}")
-    command += [str(arg) for arg in (_optional(cluster, "srun_extra_args") or [])]
-    return command + [str(arg) for arg in program]
+def model_folder_to_mount(model_dir: Path) -> Path:
+    """A Hugging Face cache snapshot (<repo>/snapshots/<commit>) holds links to ../../blobs: mount the whole repo
+    folder, or the links dangle inside the container."""
+    model_dir = Path(model_dir)
+    return model_dir.parents[1] if model_dir.parent.name == "snapshots" else model_dir
 
 
 def docker_run_command(

@@ -27,7 +27,7 @@ _PER_RUN_KEYS = ("experiment", "experiment_name", "run_dir")
 
 def compose_runs(target, overrides: list[str]) -> dict:
     """{experiment: composed config} for every run of the target, with the user's overrides on each."""
-    from nemo_recipes.cli import compose_configs
+    from nemo_recipes.config import compose_configs
 
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
@@ -127,6 +127,10 @@ def run_target(name: str, overrides: list[str]) -> int:
 
     target = load_target(name)
     configs = compose_runs(target, overrides)
+    from nemo_recipes.launching import submits
+
+    if submits(configs.values()):  # Slurm: one submission holds every run's jobs; its last job renders the report
+        return _submit_target(target, configs, overrides)
     overall, needs = plan_target(target, configs, overrides)
     if any(cfg.dry_run for cfg in configs.values()):
         return 0
@@ -139,6 +143,17 @@ def run_target(name: str, overrides: list[str]) -> int:
         run_pipeline(cfg, argv=[f"experiment={experiment}", *overrides], check=False)  # check_target checked all
     print(f"report: {render_target_report(target, configs)}")
     return 0
+
+
+def _submit_target(target, configs: dict, overrides: list[str]) -> int:
+    """Every run of the target as Slurm jobs in one submission: a stage two runs share is computed by one job that
+    the other run's job waits for and links (reuse_from)."""
+    from nemo_recipes.launching.slurm import Run, submit
+
+    for experiment, cfg in configs.items():
+        cfg.reuse_from = [*cfg.reuse_from, *(str(other.run_dir) for name, other in configs.items() if name != experiment)]
+    return submit([Run(experiment, cfg, overrides) for experiment, cfg in configs.items()], name=target.name,
+                  target=target.name)
 
 
 def report_targets(names: list[str], overrides: list[str]) -> int:

@@ -10,7 +10,6 @@ from conftest import compose_cfg as compose_groups
 from nemo_recipes import launch
 from nemo_recipes.errors import UserError
 
-SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED"
 
 def compose_cfg(*overrides, cluster="slurm"):
     """The 32B student; on Slurm (4 nodes) in the NeMo-Skills OpenMathReasoning layout, TP 8 x CP 4 = 32 GPUs."""
@@ -72,7 +71,6 @@ def test_paper_plan_for_32b_on_four_nodes_passes_and_has_one_replica():
         (["student.parallel.tp=1"], {},
          "student.parallel.sequence_parallel needs tensor parallelism, but student.parallel.tp is 1."),
         (["~cluster.partition"], {}, "cluster.partition must be set when cluster.launcher is slurm."),
-        (["cluster.container_image=null"], {}, "cluster.container_image must be set when cluster.launcher is slurm."),
         (["cluster.launcher=local"], {}, "cluster.launcher local runs on one node, but cluster.nodes is 4."),
         (["cluster.launcher=k8s"], {}, "cluster.launcher is 'k8s'; use local or slurm."),
     ],
@@ -148,36 +146,38 @@ def test_the_epoch_cap_waits_for_the_pack_count_without_upsampling():
 
 def test_local_launch_is_torchrun_on_every_gpu():
     cfg = compose_cfg(cluster="local")
-    command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"], mounts=[], job_name="x")
+    command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"])
     assert command == [
         "python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=8",
         "/opt/train.py", "--config-name=gpt_sft",
     ]
-    assert launch.single_process_command(cfg, ["/opt/convert.py", "--a"], mounts=[], job_name="x") == [
-        "python", "/opt/convert.py", "--a",
-    ]
+    assert launch.single_process_command(cfg, ["/opt/convert.py", "--a"]) == ["python", "/opt/convert.py", "--a"]
 
 
-def test_slurm_launch_is_one_srun_task_per_gpu_in_the_container():
-    cfg = compose_cfg("cluster.account=proj", "cluster.srun_extra_args=['--mpi=pmix']")
-    mounts = ["/runs:/runs", "/models:/models"]
-    command = launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"], mounts=mounts,
-                                         job_name="sft-train")
-    assert command == [
-        "srun", "--job-name=sft-train", "--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8",
-        "--partition=batch", "--account=proj", "--time=04:00:00",
-        "--container-image=nemo_recipes.sqsh", "--container-mounts=/runs:/runs,/models:/models",
-        "--no-container-mount-home", "--kill-on-bad-exit=1", "--wait=10", f"--container-env={SFT_ENV_NAMES}",
-        "--mpi=pmix",
-        "python", "-u", "/opt/train.py", "--config-name=gpt_sft",
-    ]
+def test_in_a_slurm_job_each_task_runs_its_rank_of_the_training_itself():
+    # The job's srun started one task per GPU in the container (launching/sbatch.py): no torchrun, no srun here.
+    cfg = compose_cfg("cluster.inside_job=true")
+    assert launch.distributed_command(cfg, ["/opt/train.py", "--config-name=gpt_sft"]) == [
+        "python", "-u", "/opt/train.py", "--config-name=gpt_sft"]
+    assert launch.single_process_command(cfg, ["/opt/convert.py"]) == ["python", "/opt/convert.py"]
 
 
-def test_slurm_conversion_is_one_task_owning_a_node():
-    command = launch.single_process_command(compose_cfg(), ["/opt/convert.py"], mounts=["/m:/m"], job_name="conv")
-    assert command[:5] == ["srun", "--job-name=conv", "--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=8"]
-    assert "--exclusive" in command  # the whole node's RAM: the fp32 load of 32B needs > 130 GB
-    assert command[-3:] == ["python", "-u", "/opt/convert.py"]
+@pytest.mark.parametrize("start_offset, expected", [(0, 3 * 3600 + 45 * 60), (-3600, 2 * 3600 + 45 * 60)])
+def test_training_inside_a_job_stops_its_margin_before_the_jobs_time_limit(monkeypatch, start_offset, expected):
+    import time
+
+    now = time.time()
+    monkeypatch.setenv("NEMO_RECIPES_JOB_START", str(now + start_offset))  # the job's script exports its start
+    deadline = launch.training_deadline(compose_cfg("cluster.inside_job=true").cluster)  # 04:00:00 less 00:15:00
+    assert deadline - now == pytest.approx(expected, abs=1)
+    assert launch.training_deadline(compose_cfg().cluster) is None  # the submit command on the login node trains none
+    assert launch.training_deadline(compose_cfg("cluster.inside_job=true", "cluster.time_limit=null").cluster) is None
+
+
+def test_a_margin_that_leaves_no_time_is_refused_in_one_sentence():
+    with pytest.raises(UserError, match=r"^cluster.time_limit '00:10:00' leaves no time to train before "
+                                        r"cluster.stop_before_time_limit '00:15:00'.$"):
+        launch.stop_margin_seconds(compose_cfg("cluster.time_limit='00:10:00'").cluster)
 
 
 def test_docker_run_command_has_nvidia_flags_and_mounts():

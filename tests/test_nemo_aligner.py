@@ -415,15 +415,3 @@ def test_run_logged_captures_output_and_environment(tmp_path):
     assert status == 3
     text = log.read_text()
     assert "$ " in text and "rank0 1" in text
-
-
-def test_on_slurm_a_hub_snapshot_is_mounted_with_the_blobs_its_files_link_to(sft_inputs, tmp_path):
-    repo = tmp_path / "hub" / "models--Qwen--Qwen2.5-7B"
-    snapshot = repo / "snapshots" / "d149729398750b98c0af14eb82c78cfe92750796"
-    shutil.copytree(sft_inputs["hf"], snapshot)
-    cfg = compose_cfg(f"cluster.nemo_dir={sft_inputs['nemo_dir']}", student="qwen2.5-7b")  # Slurm, 4 nodes
-    commands = plan_sft(cfg, stage_dir=sft_inputs["stage_dir"], packed_data_path=sft_inputs["packed"],
-                        hf_model_dir=str(snapshot))
-    mounts = next(arg for arg in commands[0] if arg.startswith("--container-mounts=")).split("=", 1)[1].split(",")
-    assert f"{repo}:{repo}" in mounts and not any(m.startswith(f"{snapshot}:") for m in mounts)
-    assert str(snapshot) in commands[0]  # the converter still reads the snapshot itself

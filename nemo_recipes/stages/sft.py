@@ -33,6 +33,7 @@ def run(ctx) -> dict:
                             packed_context_parallel_size=pack_summary["context_parallel_size"])
         return {"backend": backend, "model": str(model_dir)}
 
+    from nemo_recipes.launch import training_deadline
     from nemo_recipes.training.torch_reference import train
 
     s = cfg.sft
@@ -41,9 +42,19 @@ def run(ctx) -> dict:
                     global_batch_size=s.global_batch_size, max_steps=s.max_steps, upsample=s.upsample,
                     gradient_clip_val=s.gradient_clip_val, seed=s.seed, save_interval=s.save_interval,
                     progress=ctx.progress, log_path=ctx.dir / "train_log.jsonl", precision=s.precision,
-                    loss_mask_alignment=pack_summary["loss_mask_alignment"])
+                    loss_mask_alignment=pack_summary["loss_mask_alignment"], deadline=training_deadline(cfg.cluster))
     ctx.log(f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, {summary['seconds']:.0f} s")
     return {"backend": backend, **{k: v for k, v in summary.items() if k != "model_path"}}
+
+
+def follow(ctx, leader_done) -> None:
+    """A task after the first of a multi-node NeMo-Aligner job: one rank of the training the first task leads."""
+    if _backend(ctx.cfg) != "nemo_aligner":
+        return
+    from nemo_recipes.training.nemo_aligner import follow_sft
+
+    follow_sft(ctx.cfg, stage_dir=ctx.dir, packed_data_path=_packed_input(ctx)[0],
+               hf_model_dir=local_model_dir(ctx.cfg, "base", download=False), leader_done=leader_done)
 
 
 def plan(ctx) -> list[str]:

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +90,10 @@ class SftLayout:
     def done_marker(self, step: str) -> Path:
         return self.stage_dir / "logs" / f"{step}.done"
 
+    def followers_marker(self) -> Path:
+        """Written when this Slurm job's training may start on every task (hidden: not an output of the stage)."""
+        return self.stage_dir / "logs" / f".train-go-{os.environ.get('SLURM_JOB_ID', 'local')}"
+
 
 def plan_sft(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str) -> list[list[str]]:
     """The exact commands run_sft would launch, in order; nothing is run or written."""
@@ -112,32 +117,60 @@ def run_sft(
     packed_data_path = Path(packed_data_path).absolute()
     steps = sft_steps(cfg, stage_dir=layout.stage_dir, packed_data_path=packed_data_path, hf_model_dir=hf_model_dir)
     pending = [step for step in steps if not _is_complete(layout, step)]
-    local = cfg.cluster.launcher == "local"
 
     launch.validate_sft_launch(
         cfg,
         longest_sequence=longest_sequence,
         packed_context_parallel_size=packed_context_parallel_size,
         paths=_input_paths(Path(hf_model_dir), packed_data_path),
-        # Slurm runs the conversion on a compute node, so this host's RAM says nothing about it.
-        check_memory=local and any(step.name == "hf_to_nemo" for step in pending),
+        check_memory=any(step.name == "hf_to_nemo" for step in pending),  # this process converts, on this node
         num_packs=None if cfg.sft.upsample or not packed_data_path.exists() else count_packs(packed_data_path),
     )
-    if local:
-        _require_container_scripts(cfg, layout, [script for step in pending for script in step.scripts])
+    _require_container_scripts(cfg, layout, [script for step in pending for script in step.scripts])
 
-    nemo_yaml.write_gpt_sft_config(
-        cfg,
-        nemo_model_path=layout.base_model_dir,
-        packed_data_path=packed_data_path,
-        output_dir=layout.training_dir,
-        config_dir=layout.stage_dir,
-    )
+    _write_config(cfg, layout, packed_data_path)
     environment = launch.sft_environment(cfg)
     for step in pending:
+        if step.name == "train":
+            # Again, now: in a Slurm job, exp_manager.max_time_per_run is what the conversions left of its time.
+            _write_config(cfg, layout, packed_data_path)
+            _release_followers(layout)
         _run_step(layout, step, run_command, environment)
         _finish_step(layout, step, Path(hf_model_dir), keep_checkpoints=bool(cfg.sft.get("keep_checkpoints", True)))
     return layout.hf_model
+
+
+def follow_sft(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str,
+               leader_done: Callable[[], bool], poll_s: float = 2.0) -> None:
+    """One rank of a Slurm training job other than the first: wait until the first task has converted the model
+    and written the config (or is done without training), run this rank of the same training command, then wait
+    for the first task to finish converting back, so that srun never ends it early."""
+    layout = SftLayout(Path(stage_dir).absolute())
+    train = next(step for step in sft_steps(cfg, stage_dir=layout.stage_dir, packed_data_path=packed_data_path,
+                                            hf_model_dir=hf_model_dir) if step.name == "train")
+    go = layout.followers_marker()
+    while not go.exists() and not leader_done():
+        time.sleep(poll_s)
+    if go.exists():
+        status = subprocess.run(train.command, env={**os.environ, **launch.sft_environment(cfg)}).returncode
+        if status:
+            raise UserError(f"training rank {os.environ.get('SLURM_PROCID')} exited with status {status}; the "
+                            f"first task's log is {layout.log('train')}.")
+    while not leader_done():
+        time.sleep(poll_s)
+
+
+def _write_config(cfg, layout: SftLayout, packed_data_path: Path) -> None:
+    nemo_yaml.write_gpt_sft_config(cfg, nemo_model_path=layout.base_model_dir, packed_data_path=packed_data_path,
+                                   output_dir=layout.training_dir, config_dir=layout.stage_dir)
+
+
+def _release_followers(layout: SftLayout) -> None:
+    """Tell the other tasks of this Slurm job (one per GPU) to start their ranks of the training."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        marker = layout.followers_marker()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{datetime.now(timezone.utc).isoformat()}\n")
 
 
 def _delete_training_state(layout: SftLayout) -> None:
@@ -155,13 +188,8 @@ def _delete_training_state(layout: SftLayout) -> None:
 def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str) -> list[SftStep]:
     layout = SftLayout(Path(stage_dir).absolute())
     hf_model_dir = Path(hf_model_dir).absolute()
-    packed_data_path = Path(packed_data_path).absolute()
     nemo_dir = Path(cfg.cluster.nemo_dir)
     train_script = Path(cfg.cluster.get("sft_script") or Path(cfg.cluster.nemo_aligner_dir) / TRAIN_SCRIPT)
-    mounts = launch.same_path_mounts(
-        [layout.stage_dir, _model_folder_to_mount(hf_model_dir), packed_data_path.parent],
-        extra=cfg.cluster.get("container_mounts") or (),
-    )
     precision = cfg.sft.precision
 
     to_nemo = conversion.hf_to_nemo_program(
@@ -179,36 +207,11 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
         cpu_only=bool(cfg.sft.get("nemo_to_hf_cpu_only", True)),
     )
     return [
-        SftStep(
-            "hf_to_nemo",
-            launch.single_process_command(cfg, to_nemo, mounts=mounts, job_name="sft-hf-to-nemo"),
-            layout.base_nemo,
-            (Path(to_nemo[0]),),
-        ),
-        SftStep(
-            "unpack_base",
-            launch.single_process_command(cfg, unpack, mounts=mounts, job_name="sft-unpack-base"),
-            layout.base_model_dir,
-        ),
-        SftStep(
-            "train",
-            launch.distributed_command(cfg, train, mounts=mounts, job_name="sft-train"),
-            layout.trained_nemo,
-            (train_script,),
-        ),
-        SftStep(
-            "nemo_to_hf",
-            launch.single_process_command(cfg, to_hf, mounts=mounts, job_name="sft-nemo-to-hf"),
-            layout.hf_model,
-            (Path(to_hf[0]),),
-        ),
+        SftStep("hf_to_nemo", launch.single_process_command(cfg, to_nemo), layout.base_nemo, (Path(to_nemo[0]),)),
+        SftStep("unpack_base", launch.single_process_command(cfg, unpack), layout.base_model_dir),
+        SftStep("train", launch.distributed_command(cfg, train), layout.trained_nemo, (train_script,)),
+        SftStep("nemo_to_hf", launch.single_process_command(cfg, to_hf), layout.hf_model, (Path(to_hf[0]),)),
     ]
-
-
-def _model_folder_to_mount(hf_model_dir: Path) -> Path:
-    """A Hugging Face cache snapshot (<repo>/snapshots/<commit>) holds links to ../../blobs: mount the whole repo
-    folder, or the links dangle inside the container."""
-    return hf_model_dir.parents[1] if hf_model_dir.parent.name == "snapshots" else hf_model_dir
 
 
 def count_packs(packed_data_path: Path) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nemo_recipes.errors import UserError
+from nemo_recipes.errors import Interrupted, UserError
 
 # The SFT data contract (DESIGN.md 1, research/nemo_aligner.md 3.3): `input` is the rendered ChatML prompt,
 # `output` ends with a textual <|im_end|>. add_eos stays False because packing masks every eos_id token
@@ -276,25 +276,22 @@ def _validation_dataset(packed: str) -> dict:
 
 
 def _max_time_per_run(cluster) -> str | None:
-    """Stop and checkpoint 15 minutes before a Slurm time limit, in NeMo's DD:HH:MM:SS (as NeMo-Skills does)."""
-    limit = cluster.get("time_limit")
-    if cluster.get("launcher") != "slurm" or not limit:
+    """Stop and checkpoint before a Slurm job's time limit, in NeMo's DD:HH:MM:SS: what is left until the job's
+    deadline when the config is written (just before training starts), less cluster.stop_before_time_limit --
+    15 minutes, as NeMo-Skills sets it. None for a local run."""
+    import time
+
+    from nemo_recipes.launch import slurm_time_seconds, stop_margin_seconds, training_deadline
+
+    if cluster.get("launcher") != "slurm" or not cluster.get("time_limit"):
         return None
-    seconds = _slurm_time_seconds(str(limit)) - 15 * 60
+    deadline = training_deadline(cluster)
+    seconds = int(deadline - time.time()) if deadline is not None else (
+        slurm_time_seconds(cluster.time_limit) - stop_margin_seconds(cluster))
     if seconds <= 0:
-        raise UserError(f"cluster.time_limit '{limit}' leaves no time to train after the 15-minute save margin.")
+        raise Interrupted("no time is left in this job to train before its time limit; the next job trains.")
     days, rest = divmod(seconds, 86400)
     return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-
-
-def _slurm_time_seconds(limit: str) -> int:
-    """Seconds in a Slurm time limit written [D-]HH:MM:SS."""
-    days, _, clock = limit.rpartition("-")
-    parts = clock.split(":")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
-        raise UserError(f"cluster.time_limit '{limit}' is not in Slurm's [D-]HH:MM:SS form.")
-    hours, minutes, secs = (int(p) for p in parts)
-    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs
 
 
 def packed_sequence_flags() -> dict[str, Any]:

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from nemo_recipes.errors import UserError
+from nemo_recipes.errors import Interrupted, UserError
 from nemo_recipes.io import atomic_write_text, sha256_file, write_json
 from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
 from nemo_recipes.training.checkpoints import (
@@ -108,12 +108,15 @@ def train(
     precision: str = "fp32",
     attn_implementation: str = "sdpa",
     loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT,
+    deadline: float | None = None,
 ) -> dict:
     """Fine-tune the HF model in `model_dir` on the packs; write `output_dir/model/` and return a summary.
 
     `loss_mask_alignment` is the packed file's (the pack stage's summary says which it wrote).
     Resumes from the latest complete `output_dir/checkpoints/step_N/` if there is one (written every
-    `save_interval` steps and at the last step). Logs one JSON line per step to `log_path`.
+    `save_interval` steps and at the last step). Logs one JSON line per step to `log_path`. Past `deadline` (a
+    time.time(): a Slurm job's time limit less a margin, as NeMo's exp_manager.max_time_per_run) it saves a
+    checkpoint and raises Interrupted, so the next job resumes where it stopped.
     """
     import torch
     from tqdm import tqdm
@@ -164,6 +167,9 @@ def train(
     bar = tqdm(total=max_steps, initial=resumed_from_step, desc="SFT", unit="step", file=sys.stderr,
                disable=not progress)
     for step in range(resumed_from_step, max_steps):
+        if deadline is not None and step > resumed_from_step and time.time() >= deadline:
+            bar.close()
+            _stop_before_time_limit(checkpoint_root, step, max_steps, model, optimizer, progress_state, settings)
         step_lr = nemo_cosine_annealing_lr(
             step, lr=lr, min_lr=min_lr, max_steps=max_steps, warmup_steps=warmup_steps, constant_steps=constant_steps
         )
@@ -179,8 +185,7 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.2e}")
         if save_interval and ((step + 1) % save_interval == 0 or step + 1 == max_steps):
-            state = {**progress_state, "optimizer": optimizer.state_dict(), "settings": settings, **_rng_state()}
-            save_checkpoint(checkpoint_root, step + 1, model, state)
+            _save(checkpoint_root, model, optimizer, progress_state, settings)
     bar.close()
 
     model_path = output_dir / "model"
@@ -196,6 +201,20 @@ def train(
     }
     write_json(output_dir / "train_summary.json", summary)
     return summary
+
+
+def _save(checkpoint_root: Path, model, optimizer, progress_state: dict, settings: dict) -> Path:
+    state = {**progress_state, "optimizer": optimizer.state_dict(), "settings": settings, **_rng_state()}
+    return save_checkpoint(checkpoint_root, progress_state["step"], model, state)
+
+
+def _stop_before_time_limit(checkpoint_root: Path, step: int, max_steps: int, model, optimizer, progress_state: dict,
+                            settings: dict) -> None:
+    latest = latest_checkpoint(checkpoint_root)
+    if latest is None or latest.name != f"step_{step}":
+        latest = _save(checkpoint_root, model, optimizer, progress_state, settings)
+    raise Interrupted(f"training stopped at step {step} of {max_steps} to save before the job's time limit "
+                      f"({latest}); the next run of the stage resumes there.")
 
 
 def _load_model(path, device, attn_implementation: str):
