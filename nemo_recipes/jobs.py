@@ -1,6 +1,7 @@
-"""Follow or cancel what a Slurm submission started: python -m nemo_recipes.jobs status|cancel [NAME] [runs_root=...]
+"""Follow, wait for or cancel what a Slurm submission started.
 
     python -m nemo_recipes.jobs status main        # each stage's manifest state beside its job's Slurm state
+    python -m nemo_recipes.jobs wait main          # until every job has ended; exit 1 unless every stage is complete
     python -m nemo_recipes.jobs cancel main        # cancel every job of main's last submission that has not ended
 
 NAME is an experiment (python -m nemo_recipes experiment=NAME cluster=slurm) or a reproduction target
@@ -15,19 +16,21 @@ from pathlib import Path
 
 from nemo_recipes.errors import UserError
 
-USAGE = "usage: python -m nemo_recipes.jobs status|cancel [NAME] [runs_root=FOLDER]"
+USAGE = "usage: python -m nemo_recipes.jobs status|wait|cancel [NAME] [runs_root=FOLDER]"
+COMMANDS = ("status", "wait", "cancel")
 
 
 def main(argv: list[str] | None = None) -> int:
     from nemo_recipes.cli import exit_status
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("status", "cancel"):
+    if not argv or argv[0] not in COMMANDS:
         print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1])
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     names = [arg for arg in argv[1:] if "=" not in arg]
     runs_root = next((arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("runs_root=")), "runs")
-    return exit_status(lambda: (status if argv[0] == "status" else cancel)(_submission(Path(runs_root), names)))
+    command = {"status": status, "wait": _wait, "cancel": cancel}[argv[0]]
+    return exit_status(lambda: command(_submission(Path(runs_root), names)))
 
 
 def _submission(runs_root: Path, names: list[str]) -> Path:
@@ -60,6 +63,12 @@ def status(submission: Path) -> int:
             print(f"  {stage:<16} {state:<40} {slurm or '-'}")
     print(f"\nlogs: {submission / 'logs'}")
     return 0
+
+
+def _wait(submission: Path) -> int:
+    from nemo_recipes.launching.slurm import wait
+
+    return wait(submission, poll_s=10)
 
 
 def cancel(submission: Path) -> int:

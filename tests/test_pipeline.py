@@ -349,3 +349,58 @@ def test_the_plan_splits_the_nodes_gpus_not_the_planning_machines(monkeypatch, c
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a workstation with one GPU planning an 8-GPU node's run
     assert main(["experiment=main", "dry_run=true", "stages=[sample_teacher]"]) == 0
     assert "CUDA_VISIBLE_DEVICES 0,1 | 2,3 | 4,5 | 6,7" in capsys.readouterr().out
+
+
+def test_a_complete_stage_whose_output_is_gone_runs_again_and_one_whose_output_changed_is_recomputed(tmp_path,
+                                                                                                   capsys):
+    from nemo_recipes.pipeline import stage_states
+
+    cfg = _cfg(tmp_path, "stages=[prepare]")
+    run_pipeline(cfg)
+    prepared = tmp_path / "run" / "prepare"
+    problems = (prepared / "problems.jsonl").read_text()
+    fingerprint = _manifest(tmp_path, "prepare")["fingerprint"]
+    (prepared / "problems.jsonl").unlink()
+    assert stage_states(cfg)["prepare"] == ("damaged (problems.jsonl is missing since it completed): will run again")
+    with pytest.raises(UserError, match=r"stage 'sample_teacher' needs stage 'prepare', but in .*/run/prepare "
+                                        r"problems.jsonl is missing since it completed; run 'prepare' again first"):
+        run_pipeline(_cfg(tmp_path, "stages=[sample_teacher]"))
+    capsys.readouterr()
+    run_pipeline(cfg)
+    assert "[prepare] complete, but problems.jsonl is missing since it completed: running it again" in (
+        capsys.readouterr().out)
+    assert (prepared / "problems.jsonl").read_text() == problems
+    assert _manifest(tmp_path, "prepare")["fingerprint"] == fingerprint and not (tmp_path / "run" / ".stale").exists()
+
+    with open(prepared / "benchmark.jsonl", "a") as benchmark:
+        benchmark.write('{"id": "added by hand"}\n')
+    run_pipeline(cfg)
+    assert "[prepare] benchmark.jsonl changed since it completed: moved the previous results to" in (
+        capsys.readouterr().out)
+    assert "added by hand" in next((tmp_path / "run" / ".stale").glob("prepare-*/benchmark.jsonl")).read_text()
+    assert "added by hand" not in (prepared / "benchmark.jsonl").read_text()
+    assert _manifest(tmp_path, "prepare")["fingerprint"] == fingerprint
+
+    (prepared / "problems.jsonl").touch()  # a new mtime, the same content: intact
+    assert stage_states(cfg)["prepare"] == "complete, will skip"
+
+
+def test_a_shard_run_ends_with_its_own_chunks_and_the_merge_only_run_names_the_missing_shards(tmp_path, capsys):
+    from nemo_recipes.io import read_json
+
+    common = ["teacher_sampling.n=1", "teacher_sampling.chunk_size=10", "teacher_sampling.num_shards=5",
+              "teacher_sampling.max_tokens=4"]
+    run_pipeline(_cfg(tmp_path, "stages=[prepare]", *common))
+    run_pipeline(_cfg(tmp_path, "stages=[sample_teacher]", "teacher_sampling.shard=3", *common))
+    stage = tmp_path / "run" / "sample_teacher"
+    assert sorted(p.name for p in (stage / "chunks").glob("chunk_*")) == ["chunk_00003.jsonl"]
+    assert read_json(stage / ".shards" / "sample_teacher-3.json")["status"] == "complete"
+    assert _manifest(tmp_path, "sample_teacher")["status"] == "running"  # the stage completes when merged
+    with pytest.raises(UserError, match=r"4 of 5 chunks are missing in .*/chunks \(shards 0, 1, 2, 4\), and this "
+                                        r"run only merges \(teacher_sampling.merge_only\): a shard job failed"):
+        run_pipeline(_cfg(tmp_path, "stages=[sample_teacher]", "teacher_sampling.merge_only=true", *common))
+    for shard in (0, 1, 2, 4):
+        run_pipeline(_cfg(tmp_path, "stages=[sample_teacher]", f"teacher_sampling.shard={shard}", *common))
+    run_pipeline(_cfg(tmp_path, "stages=[sample_teacher]", "teacher_sampling.merge_only=true", *common))
+    assert _manifest(tmp_path, "sample_teacher")["status"] == "complete"
+    assert len((stage / "generations.jsonl").read_text().splitlines()) == 50

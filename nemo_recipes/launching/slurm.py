@@ -53,22 +53,8 @@ class Run:
 def submit(runs: list[Run], *, name: str, target: str | None = None) -> int:
     """Plan, check and submit the jobs of `runs` (one experiment, or every run of a reproduction `target`, whose
     report a last job renders); with cluster.wait, wait for them and return 1 when a run did not complete."""
-    from nemo_recipes.pipeline import print_plan, selected_stages, stage_keys
-
     first = runs[0].cfg
-    plans, shared_by = [], {}
-    for run in runs:
-        keys = stage_keys(run.cfg)
-        shared = {stage.name: shared_by[keys[stage.name]] for stage in selected_stages(run.cfg)
-                  if keys[stage.name] in shared_by}
-        shared_by.update({key: run.name for key in keys.values() if key not in shared_by})
-        print_plan(run.cfg, selected_stages(run.cfg), [f"experiment={run.name}", *run.overrides], shared)
-        print()
-        plans.append(_run_jobs(run.cfg, keys))
-    jobs = plan_jobs(plans)
-    if target and jobs:
-        add_final_job(jobs, f"{target}/report", ["nemo_recipes.reproduce", "--report", target,
-                                                 *_common_overrides(runs[0])])
+    jobs = plan_submission(runs, target=target, show=True)
     _print_jobs(jobs, first.cluster)
     root = Path(first.runs_root).absolute() / JOBS_DIR / name
     if first.dry_run:
@@ -87,6 +73,27 @@ def submit(runs: list[Run], *, name: str, target: str | None = None) -> int:
     if not bool(first.cluster.get("wait")):
         return 0
     return wait(submission, poll_s=float(first.cluster.get("poll_s") or 30))
+
+
+def plan_submission(runs: list[Run], *, target: str | None = None, show: bool = False) -> list[Job]:
+    """The jobs of a submission (and, with `show`, every run's plan printed first)."""
+    from nemo_recipes.pipeline import print_plan, selected_stages, stage_keys
+
+    plans, shared_by = [], {}
+    for run in runs:
+        keys = stage_keys(run.cfg)
+        if show:
+            shared = {stage.name: shared_by[keys[stage.name]] for stage in selected_stages(run.cfg)
+                      if keys[stage.name] in shared_by}
+            print_plan(run.cfg, selected_stages(run.cfg), [f"experiment={run.name}", *run.overrides], shared)
+            print()
+        shared_by.update({key: run.name for key in keys.values() if key not in shared_by})
+        plans.append(_run_jobs(run.cfg, keys))
+    jobs = plan_jobs(plans)
+    if target and jobs:
+        add_final_job(jobs, f"{target}/report", ["nemo_recipes.reproduce", "--report", target,
+                                                 *_common_overrides(runs[0])])
+    return jobs
 
 
 def _run_jobs(cfg, keys) -> RunJobs:
@@ -123,7 +130,7 @@ def _print_scripts(jobs: list[Job], runs: list[Run], submission: Path) -> None:
     for job in jobs:
         dependencies = [f"afterok:<{k}>" for k in job.after_ok] + [f"afterany:<{k}>" for k in job.after_any]
         print(f"\n--- {job.key} ---")
-        print(_job_script(job, _run_of(job, runs), submission, dependencies), end="")
+        print(job_script(job, _run_of(job, runs), submission, dependencies), end="")
 
 
 def _run_of(job: Job, runs: list[Run]) -> Run:
@@ -131,7 +138,8 @@ def _run_of(job: Job, runs: list[Run]) -> Run:
     return next((run for run in runs if run.name == job.run), runs[0])
 
 
-def _job_script(job: Job, run: Run, submission: Path, dependencies: list[str]) -> str:
+def job_script(job: Job, run: Run, submission: Path, dependencies: list[str]) -> str:
+    """The batch script of `job` in the submission folder `submission`, waiting on `dependencies`."""
     cluster = run.cfg.cluster
     code = submission / "code"
     environment = job_environment(run.cfg, code)
@@ -184,13 +192,13 @@ def job_environment(cfg, code: Path) -> dict[str, str]:
 
 def job_mounts(cfg, code: Path) -> list[str]:
     """Container mounts: every folder a job reads or writes, at the path it has on the login node."""
-    from nemo_recipes.launch import same_path_mounts
+    from nemo_recipes.launch import model_folder_to_mount, same_path_mounts
     from nemo_recipes.resources import hub_cache_dir
 
     folders = [code, Path(cfg.runs_root), Path(cfg.cache_dir), hub_cache_dir()]
     for model in (cfg.teacher, cfg.student):
         if model.source == "local" and model.path:
-            folders.append(Path(model.path))
+            folders.append(model_folder_to_mount(Path(model.path).absolute()))
     return same_path_mounts(folders, extra=cfg.cluster.get("container_mounts") or ())
 
 
@@ -252,6 +260,7 @@ def _move_forced_aside(runs: list[Run]) -> None:
 
 def _submit(jobs: list[Job], runs: list[Run], submission: Path) -> dict:
     from nemo_recipes.config import CONF_DIR
+    from nemo_recipes.pipeline import selected_stages
     from nemo_recipes.targets import REPRODUCE_DIR
 
     code = submission / "code"
@@ -264,14 +273,14 @@ def _submit(jobs: list[Job], runs: list[Run], submission: Path) -> dict:
     (Path(runs[0].cfg.runs_root).absolute() / ".tmp").mkdir(parents=True, exist_ok=True)
     ids: dict[str, str] = {}
     record = {"created": dt.datetime.now().isoformat(timespec="seconds"), "jobs": [],
-              "runs": {run.name: {"run_dir": str(Path(run.cfg.run_dir).absolute()), "overrides": run_overrides(run)}
-                       for run in runs}}
+              "runs": {run.name: {"run_dir": str(Path(run.cfg.run_dir).absolute()), "overrides": run_overrides(run),
+                                  "stages": [stage.name for stage in selected_stages(run.cfg)]} for run in runs}}
     try:
         for job in jobs:
             dependencies = ([f"afterok:{':'.join(ids[k] for k in job.after_ok)}"] if job.after_ok else []) + (
                 [f"afterany:{':'.join(ids[k] for k in job.after_any)}"] if job.after_any else [])
             path = submission / "scripts" / (job.key.replace("/", "--") + ".sbatch")
-            path.write_text(_job_script(job, _run_of(job, runs), submission, dependencies))
+            path.write_text(job_script(job, _run_of(job, runs), submission, dependencies))
             ids[job.key] = sbatch(path)
             record["jobs"].append({**dataclasses.asdict(job), "id": ids[job.key], "script": str(path),
                                    "log": log_path(submission / "logs", job)})
@@ -372,13 +381,13 @@ def _outcome(record: dict) -> int:
 
 
 def run_stage_states(record: dict) -> dict[str, dict[str, str]]:
-    """{run: {stage: its state in the manifests}} for the selected stages of every run of a submission."""
+    """{run: {stage: its state in the manifests}} for the stages each run of a submission selected."""
     from nemo_recipes.config import compose_config
-    from nemo_recipes.pipeline import selected_stages, stage_states
+    from nemo_recipes.pipeline import stage_states
 
     result = {}
     for name, run in record["runs"].items():
-        cfg = compose_config(run["overrides"])
-        selected = {stage.name for stage in selected_stages(cfg)}
-        result[name] = {stage: state for stage, state in stage_states(cfg, selected).items() if stage in selected}
+        selected = set(run["stages"])
+        states = stage_states(compose_config(run["overrides"]), selected)
+        result[name] = {stage: state for stage, state in states.items() if stage in selected}
     return result

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -62,10 +63,12 @@ def start(folder: Path, cpus: int = 8) -> dict[str, str]:
     """Start munged, slurmctld and slurmd under `folder`; returns the environment that points Slurm's commands at
     them (SLURM_CONF). They run until stop(folder)."""
     folder = Path(folder)
-    munge = folder / "munge"
     for sub in ("state", "spool", "log", "gpus"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    munge.mkdir(parents=True, exist_ok=True)
+    # munged runs as the munge user, who must reach its folder: not under a 0700 temporary folder of root's, and
+    # with a short path (a socket's path has at most 107 bytes).
+    munge = Path(tempfile.mkdtemp(prefix="nemo-recipes-munge-"))
+    (folder / "munge-dir").write_text(str(munge))
     shutil.chown(munge, "munge", "munge")
     munge.chmod(0o711)  # munged checks the socket's folder: others may reach the socket but not list the folder
     as_munge = ["runuser", "-u", "munge", "--"]
@@ -134,7 +137,8 @@ def _wait_idle(env: dict, folder: Path, timeout: float = 60) -> None:
 def stop(folder: Path) -> None:
     """SIGTERM the daemons by their pid files, then SIGKILL what is left of them and of the jobs they ran."""
     pids = []
-    for pid_file in (folder / "slurmd.pid", folder / "slurmctld.pid", folder / "munge" / "munged.pid"):
+    munge = Path((folder / "munge-dir").read_text()) if (folder / "munge-dir").exists() else folder / "munge"
+    for pid_file in (folder / "slurmd.pid", folder / "slurmctld.pid", munge / "munged.pid"):
         with contextlib.suppress(OSError, ValueError):
             pids.append(int(pid_file.read_text().strip()))
     for pid in pids:
@@ -147,6 +151,7 @@ def stop(folder: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     subprocess.run(["pkill", "-KILL", "-f", f"slurmstepd.*{folder}"], capture_output=True)
+    shutil.rmtree(munge, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

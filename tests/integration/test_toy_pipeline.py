@@ -16,28 +16,18 @@ from pathlib import Path
 import pytest
 
 from nemo_recipes.io import read_jsonl
+from small_demo import REPO, SMALL
+from small_demo import run_small as _run
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-SMALL = [  # a small setting of the demo: same stages and code paths, fewer samples and steps
-    "teacher_sampling.n=4", "teacher_sampling.chunk_size=40", "eval_sampling.n=2", "benchmark.num_problems=16",
-    "sft.max_steps=8", "sft.save_interval=4", "metrics.bootstrap=50", "progress=false",
-]
-
-
-def _run(run_dir: Path, *overrides: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *SMALL, *overrides],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def _manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
 
-def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
-    run_dir = tmp_path / "demo"
-    result = _run(run_dir)
+def test_toy_pipeline_end_to_end_then_skips_everything(small_demo):
+    run_dir, result = small_demo
     assert result.returncode == 0, result.stderr[-3000:]
 
     generations = read_jsonl(run_dir / "sample_teacher" / "generations.jsonl")
@@ -113,8 +103,8 @@ def test_two_shards_run_at_once_in_one_folder_merge_into_the_records_of_one_unsh
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
              for shard in (0, 1)]
     outputs = [node.communicate(timeout=1800) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):  # done; the shard that finished first found the other's missing
-        assert node.returncode == 0 or "chunks of other shards are missing" in err, err[-3000:]
+    for node, (_, err) in zip(nodes, outputs):  # each ends with its own chunks, whatever the other is doing
+        assert node.returncode == 0, err[-3000:]
     merged = _run(sharded, "stages=[prepare,sample_teacher]", *common)  # merges, or finds it merged
     assert merged.returncode == 0, merged.stderr[-3000:]
     whole = _run(tmp_path / "whole", "stages=[prepare,sample_teacher]", *common)
