@@ -167,7 +167,8 @@ def test_shortcuts_never_change_a_verdict(monkeypatch):
     with_shortcuts = [compare_answers(gold, answer) for gold, answer in pairs]
     monkeypatch.setattr(compare, "_numbers_far_apart", lambda *args: False)
     monkeypatch.setattr(compare, "_plain_number_verdict", lambda *args: None)
-    compare._parse_cached.cache_clear()
+    compare._parse_gold.cache_clear()
+    compare._parse_answer.cache_clear()
     without_shortcuts = [compare_answers(gold, answer) for gold, answer in pairs]
     assert with_shortcuts == without_shortcuts
     assert with_shortcuts[0] == Verdict(False, "ok") and with_shortcuts[7] == Verdict(True, "ok")

@@ -90,7 +90,7 @@ def _compare(gold: str, answer: str, settings: CompareSettings) -> Verdict:
             literal = _plain_number_verdict(gold, answer, settings)
         if literal is not None:
             return Verdict(literal, "ok")
-    parsed_gold = parse_latex(gold, settings, cached=True)
+    parsed_gold = parse_latex(gold, settings, gold=True)
     if not parsed_gold:
         return Verdict(False, "parse_error")
     parsed_answer = parse_latex(answer, settings)
@@ -160,14 +160,22 @@ def plain_number(text: str) -> Fraction | None:
     return value / int(match["denominator"]) if match["denominator"] else value
 
 
-def parse_latex(text: str, settings: CompareSettings, *, cached: bool = False) -> list:
-    """math-verify's readings of `text`, `$`-wrapped when it has no math delimiter. cached: for golds, which repeat
-    across every sample of a problem and so are parsed once per process."""
-    return _parse_cached(text, settings) if cached else _parse(text, settings)
+def parse_latex(text: str, settings: CompareSettings, *, gold: bool = False) -> list:
+    """math-verify's readings of `text`, `$`-wrapped when it has no math delimiter.
+
+    Parsing is most of a comparison's cost, and both judges parse the same strings: a gold is kept for the process
+    (it repeats across every sample of its problem), an answer for the next few calls (the other judge reads it).
+    """
+    return (_parse_gold if gold else _parse_answer)(text, settings)
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse_cached(text: str, settings: CompareSettings) -> list:
+def _parse_gold(text: str, settings: CompareSettings) -> list:
+    return _parse(text, settings)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_answer(text: str, settings: CompareSettings) -> list:
     return _parse(text, settings)
 
 

@@ -83,7 +83,7 @@ def _compare(gold: str, answer: str, settings: CompareSettings) -> Verdict:
     gold_number, answer_number = plain_number(gold), plain_number(answer)
     if gold_number is not None and answer_number is not None:
         return Verdict(_same_plain_number(gold_number, answer_number, decimals), "ok")
-    parsed_gold = [reading for reading in parse_latex(gold, settings, cached=True) if has_math([reading])]
+    parsed_gold = [reading for reading in parse_latex(gold, settings, gold=True) if has_math([reading])]
     parsed_answer = [reading for reading in parse_latex(answer, settings) if has_math([reading])]
     if not parsed_gold or not parsed_answer:
         return Verdict(False, "parse_error")
