@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from nemo_recipes.metrics import describe_sensitivity
 
-    print(f"by judge: {describe_sensitivity(summary, summary['k'])}; `correct` is {args.judge}'s", file=sys.stderr)
+    print(f"by judge: {describe_sensitivity(summary, summary['k'])}; `correct` follows {args.judge}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 
