@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -63,15 +64,22 @@ class Verdict(NamedTuple):
 
 def compare_answers(gold: str, answer: str | None, settings: CompareSettings = NEMO_SKILLS) -> Verdict:
     """Grade one extracted `answer` against `gold` (gold first: math-verify's verify is not symmetric)."""
+    return judged(_compare, gold, answer, settings)
+
+
+def judged(compare: Callable[[str, str, CompareSettings], Verdict], gold: str, answer: str | None,
+           settings: CompareSettings) -> Verdict:
+    """compare(gold, answer, settings) with the statuses every judge shares: no answer, a timeout (never counted
+    as incorrect), and a parse error for input math-verify or sympy cannot handle."""
     from math_verify.errors import TimeoutException
 
     if answer is None:
         return Verdict(False, "no_answer")
     try:
-        return _compare(str(gold), answer, settings)
+        return compare(str(gold), answer, settings)
     except TimeoutException:
         return Verdict(None, "timeout")
-    except Exception:  # math-verify raising on input it cannot handle (asked to, via raise_on_error)
+    except Exception:  # math-verify raising on input it cannot handle (asked to, via raise_on_error), or sympy
         return Verdict(False, "parse_error")
 
 

@@ -20,6 +20,7 @@ from nemo_recipes.grading.compare import (
     CompareSettings,
     Verdict,
     has_math,
+    judged,
     parse_latex,
     plain_number,
 )
@@ -40,16 +41,7 @@ _DECIMAL_POINT = re.compile(r"\.\d")
 
 def compare_strict(gold: str, answer: str | None, settings: CompareSettings = NEMO_SKILLS) -> Verdict:
     """Grade one extracted `answer` against `gold` by exact value (gold first: only a gold equation has sides)."""
-    from math_verify.errors import TimeoutException
-
-    if answer is None:
-        return Verdict(False, "no_answer")
-    try:
-        return _compare(str(gold), answer, settings)
-    except TimeoutException:
-        return Verdict(None, "timeout")
-    except Exception:  # the parser or sympy failing on input it cannot handle
-        return Verdict(False, "parse_error")
+    return judged(_compare, gold, answer, settings)
 
 
 def read_strictly(answer: str) -> str:
