@@ -28,7 +28,7 @@ from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings
 from nemo_recipes.grading.extract import EXTRACTION_MODES, extract_answer
 from nemo_recipes.grading.files import Row, iter_rows, write_extended_rows
 from nemo_recipes.grading.grade import compare_pairs, start_grading_pool
-from nemo_recipes.grading.judges import DEFAULT_JUDGE, JUDGES, NO_ANSWER, verdict_fields
+from nemo_recipes.grading.judges import DEFAULT_JUDGE, JUDGES, NO_ANSWER, check_judge, verdict_fields
 
 _LIBRARIES = ("math-verify", "latex2sympy2_extended", "antlr4-python3-runtime", "sympy")
 
@@ -94,6 +94,7 @@ def grade_file(
     `metrics_output` when given). Both output paths are checked before any grading."""
     from nemo_recipes.metrics import compute_metrics
 
+    check_judge(judge)
     for path in (output_path, metrics_output):
         if path is not None:
             check_writable(path)

@@ -12,7 +12,15 @@ from collections.abc import Iterable, Sequence, Sized
 from nemo_recipes.errors import UserError
 from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings
 from nemo_recipes.grading.extract import extract_answer
-from nemo_recipes.grading.judges import DEFAULT_JUDGE, NEVER_JUDGED, NO_ANSWER, Verdicts, judge_pair, verdict_fields
+from nemo_recipes.grading.judges import (
+    DEFAULT_JUDGE,
+    NEVER_JUDGED,
+    NO_ANSWER,
+    Verdicts,
+    check_judge,
+    judge_pair,
+    verdict_fields,
+)
 from nemo_recipes.grading.pool import WorkerPool
 
 _WARM_MODULE = "nemo_recipes.grading.warm"
@@ -39,6 +47,7 @@ def grade_records(
     workers=0 grades in this process, which must then be its main thread (math-verify's timeouts use SIGALRM).
     `pool` (from start_grading_pool, with the same settings) is used instead of starting workers here.
     """
+    check_judge(judge)
     golds = [_field(record, gold_key, position, allow_none=False) for position, record in enumerate(records)]
     generations = [_field(record, generation_key, position, allow_none=True) for position, record in enumerate(records)]
     answers = [extract_answer(text, mode=mode, reasoning_end=reasoning_end) for text in generations]
