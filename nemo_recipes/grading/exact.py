@@ -18,7 +18,7 @@ This module imports sympy at its top: import it where a comparison runs (the gra
 
 from __future__ import annotations
 
-from sympy import Abs, And, Basic, Eq, Expr, Float, FiniteSet, Interval, MatrixBase, Rational, Set, Tuple
+from sympy import S, Abs, And, Basic, Eq, Expr, Float, FiniteSet, Interval, MatrixBase, Rational, Set, Tuple
 from sympy.core.relational import Relational
 
 # Digits sympy must guarantee when it evaluates a difference: far beyond any decimal answer's precision.
@@ -69,8 +69,6 @@ def _exact(value: Basic) -> Basic:
 
 
 def _undefined(value: Basic) -> bool:
-    from sympy import S
-
     return isinstance(value, Basic) and value.has(S.NaN, S.ComplexInfinity)
 
 
