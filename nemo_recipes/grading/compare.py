@@ -28,7 +28,9 @@ EXTRACTION_TARGETS = ("latex", "expr")
 _MATH_ENVIRONMENT = re.compile(r"\$.*\$|\\\(.*\\\)|\\\[.*\\\]|\\boxed\{", re.DOTALL)
 _CHOICE_LETTERS = "ABCDEFGHIJ"
 _CHOICE_LETTER = re.compile(f"[{_CHOICE_LETTERS}]")
-# NeMo-Skills' "literal" answers: words only or digits only. Two of them are equal only as strings.
+# NeMo-Skills' "literal" answers: words only or digits only. Two of them are equal only as strings, so `007` is not
+# 7 here, though math-verify alone says it is: the paper's grader refused AIME answers written in three digits (the
+# strict judge reads them as integers).
 _LITERAL = re.compile(r"[a-zA-Z ,]+|[0-9 ]+")
 _PLAIN_NUMBER = re.compile(r"(?P<number>-?(?:\d+(?:\.\d*)?|\.\d+))(?:\s*/\s*(?P<denominator>\d+))?")
 
