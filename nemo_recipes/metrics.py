@@ -14,6 +14,8 @@ Definitions follow NeMo-Skills (``nemo_skills/evaluation/metrics/base.py``):
     "average" the mean correctness of the tied pairs: NeMo-Skills from d20fbb2c (2025-08-18, PR #679) on.
   With `equivalent`, votes are pooled over answers math-verify finds equal (see majority_vote).
 - Confidence intervals are percentile bootstraps over problems (resampled with replacement, seeded).
+- grader_sensitivity: when the records carry both judges' verdicts (nemo_recipes/grading/judges.py), pass@1 and maj@k
+  under each judge and how many samples the judges grade differently: how much each number owes to the grader.
 Percentages are 0-100. A timed-out sample (correct None) counts as incorrect, and is counted in `timeouts`.
 """
 
@@ -200,6 +202,9 @@ def _block(problems: list[list[dict]], *, k, tie_rule, bootstrap, seed, equivale
     for j in _powers_of_two_below(k):
         block[f"pass@{j}"] = round(100.0 * float(np.mean([pass_at_k(k, int(c), j) for c in successes])), 4)
     block["curve"] = _curve(correct, answers, successes, k=k, tie_rule=tie_rule)
+    sensitivity = grader_sensitivity(problems, answers, k=k, tie_rule=tie_rule)
+    if sensitivity is not None:
+        block["grader_sensitivity"] = sensitivity
     samples = [sample for problem in problems for sample in problem]
     statuses = [sample.get("grade_status") for sample in samples]
     block.update(
@@ -227,6 +232,46 @@ def _curve(correct: np.ndarray, answers: list[list], successes: np.ndarray, *, k
             "pass": round(100.0 * float(np.mean([pass_at_k(k, int(c), j) for c in successes])), 4),
         })
     return points
+
+
+def grader_sensitivity(problems: list[list[dict]], answers: list[list], *, k: int, tie_rule: str) -> dict | None:
+    """pass@1 and maj@k under each judge, the number of samples whose verdicts differ, and how many each judge alone
+    accepts; None unless every sample carries every judge's `correct_<judge>`."""
+    from nemo_recipes.grading.judges import JUDGES
+
+    fields = [f"correct_{judge}" for judge in JUDGES]
+    if not all(field in sample for samples in problems for sample in samples for field in fields):
+        return None
+    verdicts = {judge: np.array([[sample[f"correct_{judge}"] is True for sample in samples] for samples in problems])
+                for judge in JUDGES}
+    accepted_by_all = np.logical_and.reduce(list(verdicts.values()))
+    return {
+        "pass@1": {judge: round(100.0 * float(correct.mean()), 4) for judge, correct in verdicts.items()},
+        f"maj@{k}": {
+            judge: round(100.0 * float(np.mean([majority_vote(a, c, tie_rule=tie_rule)[0]
+                                                for a, c in zip(answers, correct)])), 4)
+            for judge, correct in verdicts.items()
+        },
+        "verdicts_differ": int((np.logical_or.reduce(list(verdicts.values())) & ~accepted_by_all).sum()),
+        "correct_only_under": {judge: int((correct & ~accepted_by_all).sum()) for judge, correct in verdicts.items()},
+    }
+
+
+def describe_sensitivity(block: dict, k: int) -> str | None:
+    """A block's grader sensitivity in one line, for logs and reports; None when the records had one verdict only.
+
+    "pass@1 17.10 / 16.92, maj@64 27.73 / 27.34 (nemo_skills / strict); 31 of 16384 verdicts differ (accepted by
+    nemo_skills alone 29, by strict alone 2)"
+    """
+    sensitivity = block.get("grader_sensitivity")
+    if sensitivity is None:
+        return None
+    judges = list(sensitivity["pass@1"])
+    scores = ", ".join(f"{metric} " + " / ".join(f"{sensitivity[metric][judge]:.2f}" for judge in judges)
+                       for metric in ("pass@1", f"maj@{k}"))
+    alone = ", by ".join(f"{judge} alone {count}" for judge, count in sensitivity["correct_only_under"].items())
+    return (f"{scores} ({' / '.join(judges)}); {sensitivity['verdicts_differ']} of {block['num_generations']} "
+            f"verdicts differ (accepted by {alone})")
 
 
 def _powers_of_two_below(k: int) -> list[int]:

@@ -11,6 +11,7 @@ import pytest
 from nemo_recipes.data import comp_math
 from nemo_recipes.errors import UserError
 from nemo_recipes.grading import CompareSettings, compare_answers, extract_answer
+from nemo_recipes.grading.strict import compare_strict
 
 REAL_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "research" / "data" / "comp-math-24-25.test.jsonl"
 SYNTHETIC = [
@@ -116,7 +117,7 @@ def test_the_real_file_has_the_published_composition(real_records):
 
 
 def test_every_gold_verifies_against_itself_except_the_listed_ones(real_records):
-    """Through our comparison, through math-verify alone, and boxed in a generation then extracted."""
+    """Through both judges, through math-verify alone, and boxed in a generation then extracted."""
     math_verify_only = CompareSettings(normalize=False)
     failing = set()
     for record in real_records:
@@ -127,6 +128,8 @@ def test_every_gold_verifies_against_itself_except_the_listed_ones(real_records)
             compare_answers(gold, gold, math_verify_only),
             compare_answers(gold, as_boxed),
             compare_answers(gold, as_boxed, math_verify_only),
+            compare_strict(gold, gold),
+            compare_strict(gold, as_boxed),
         ]
         if any(verdict != (True, "ok") for verdict in verdicts):
             failing.add(record["id"])

@@ -52,6 +52,78 @@ def test_lists_of_samples_are_graded_per_sample_and_summarised_per_subset(tmp_pa
     assert graded[0]["num_generated_tokens"] == [10, 20, 30, 40]
 
 
+def test_both_judges_are_printed_and_the_chosen_one_sets_correct(tmp_path, capsys):
+    source = _write(
+        tmp_path / "in.jsonl",
+        [{"id": "aime", "expected_answer": "7", "generation": ["\\boxed{007}", "\\boxed{7}", "\\boxed{8}"]},
+         {"id": "hmmt", "expected_answer": "\\sqrt{2}",
+          "generation": ["\\boxed{1.414214}", "\\boxed{\\sqrt{2}}", "\\boxed{1.414214}"]}],
+    )
+    status, summary, err = _run([str(source), "--output", str(tmp_path / "out.jsonl")], capsys)
+    assert status == 0 and summary["judge"] == "nemo_skills"
+    assert summary["pass@1"] == pytest.approx(100 * (1 / 3 + 3 / 3) / 2)
+    sensitivity = summary["grader_sensitivity"]
+    assert sensitivity["pass@1"] == {"nemo_skills": pytest.approx(100 * 4 / 6), "strict": pytest.approx(100 * 3 / 6)}
+    assert sensitivity["maj@3"] == {"nemo_skills": 50.0, "strict": 50.0}  # 007 and 1.414214 win their votes
+    assert sensitivity["verdicts_differ"] == 3
+    assert sensitivity["correct_only_under"] == {"nemo_skills": 2, "strict": 1}
+    assert "by judge: pass@1 66.67 / 50.00, maj@3 50.00 / 50.00 (nemo_skills / strict); 3 of 6 verdicts differ" in err
+    graded = read_jsonl(tmp_path / "out.jsonl")
+    assert graded[0]["correct_nemo_skills"] == [False, True, False] and graded[0]["correct_strict"] == [True, True, False]
+    assert graded[0]["judge"] == "nemo_skills" and graded[0]["correct"] == graded[0]["correct_nemo_skills"]
+
+    status, summary, _ = _run([str(source), "--output", str(tmp_path / "strict.jsonl"), "--judge", "strict"], capsys)
+    assert status == 0 and summary["judge"] == "strict" and summary["pass@1"] == pytest.approx(50.0)
+    assert read_jsonl(tmp_path / "strict.jsonl")[1]["correct"] == [False, True, False]
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return folder
+    pytest.skip("this user writes into read-only folders (root): the /sys case covers it")
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        (lambda tmp_path: tmp_path / "missing" / "out.jsonl", "/missing does not exist."),
+        (lambda tmp_path: _read_only_folder(tmp_path) / "out.jsonl", "/read-only is not writable (Permission denied)."),
+        # not even root may write there (the reason varies: EACCES, or EROFS in a container)
+        (lambda tmp_path: Path("/sys/out.jsonl"), "the folder /sys is not writable ("),
+        (lambda tmp_path: tmp_path, "it is a folder; give a file name."),
+    ],
+    ids=["missing folder", "read-only folder", "kernel folder", "a folder"],
+)
+def test_an_output_that_cannot_be_written_is_one_sentence_before_any_grading(tmp_path, capsys, monkeypatch, where,
+                                                                            message):
+    if str(where(tmp_path)).startswith("/sys") and not Path("/sys").is_dir():
+        pytest.skip("no /sys here")
+    source = _write(tmp_path / "in.jsonl", [{"expected_answer": "2", "generation": "\\boxed{2}"}])
+    monkeypatch.setattr("nemo_recipes.grading.cli.compare_pairs", lambda *args, **kwargs: pytest.fail("graded"))
+    for flags in (["--output", str(where(tmp_path))],
+                  ["--output", str(tmp_path / "out.jsonl"), "--metrics-output", str(where(tmp_path))]):
+        status, summary, err = _run([str(source), *flags, "--workers", "0"], capsys)
+        assert status == 2 and summary is None
+        assert err.startswith("error: cannot write ") and message in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_write_failing_after_grading_is_one_sentence(tmp_path, capsys, monkeypatch):
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("nemo_recipes.grading.cli.write_extended_rows", disk_full)
+    source = _write(tmp_path / "in.jsonl", [{"expected_answer": "2", "generation": "\\boxed{2}"}])
+    status, summary, err = _run([str(source), "--output", str(tmp_path / "out.jsonl"), "--workers", "0"], capsys)
+    assert status == 2 and summary is None
+    assert err.strip() == f"error: cannot write {tmp_path / 'out.jsonl'}: No space left on device."
+
+
 def test_equivalence_majority_pools_equal_answers(tmp_path, capsys):
     source = _write(
         tmp_path / "in.jsonl",

@@ -36,10 +36,30 @@ def test_each_record_gains_answer_correctness_and_status():
     assert "predicted_answer" not in records[0]  # inputs are not modified
 
 
-def test_identical_gold_answer_pairs_are_compared_once(monkeypatch):
+def test_every_record_carries_both_verdicts_and_the_chosen_judge_sets_correct():
+    records = [
+        _record(0, "7", "so \\boxed{007}"),  # an AIME answer in three digits: NeMo-Skills refuses it
+        _record(1, "\\sqrt{2}", "\\boxed{1.414214}"),  # six decimals of an irrational: NeMo-Skills accepts it
+        _record(2, "5", "\\boxed{5}"),
+        _record(3, "5", "no box"),
+    ]
+    graded = grade_records(records, workers=0, progress=False)
+    assert [(g["correct"], g["correct_nemo_skills"], g["correct_strict"]) for g in graded] == [
+        (False, False, True), (True, True, False), (True, True, True), (False, False, False)]
+    assert [g["grade_status_strict"] for g in graded] == ["ok", "ok", "ok", "no_answer"]
+    assert all(g["judge"] == "nemo_skills" and g["grade_status"] == g["grade_status_nemo_skills"] for g in graded)
+    strictly = grade_records(records, workers=0, progress=False, judge="strict")
+    assert [g["correct"] for g in strictly] == [True, False, True, False]
+    assert [{k: v for k, v in g.items() if k not in ("correct", "grade_status", "judge")} for g in strictly] == [
+        {k: v for k, v in g.items() if k not in ("correct", "grade_status", "judge")} for g in graded]
+    with pytest.raises(UserError, match="grading.judge is 'exact'"):
+        grade_records(records, workers=0, progress=False, judge="exact")
+
+
+def test_identical_gold_answer_pairs_are_judged_once(monkeypatch):
     calls = []
-    real = grade.compare_answers
-    monkeypatch.setattr(grade, "compare_answers", lambda *args: calls.append(args[:2]) or real(*args))
+    real = grade.judge_pair
+    monkeypatch.setattr(grade, "judge_pair", lambda pair, settings: calls.append(pair) or real(pair, settings))
     records = [_record(0, "5", "\\boxed{5}")] * 6 + [_record(1, "5", "\\boxed{6}")] * 3
     records.append(_record(2, "6", "\\boxed{6}"))
     graded = grade_records(records, workers=0, progress=False)

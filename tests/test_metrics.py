@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.metrics import bootstrap_ci, compute_metrics, equivalence_classes, majority_vote, pass_at_k
+from nemo_recipes.metrics import (
+    bootstrap_ci,
+    compute_metrics,
+    describe_sensitivity,
+    equivalence_classes,
+    majority_vote,
+    pass_at_k,
+)
 
 
 def _samples(problem_id, answers, correct, subset="s", **extra):
@@ -126,3 +133,32 @@ def test_bad_input_is_a_user_error():
 def test_no_subsets_when_no_record_names_one():
     graded = _samples("a", ["1"], [True], subset=None)
     assert compute_metrics(graded, bootstrap=0)["subsets"] == {}
+
+
+def test_grader_sensitivity_scores_each_judge_and_counts_the_verdicts_they_split():
+    # Problem a: 007 for 7 (strict alone accepts), problem b: 1.414214 for sqrt 2 (NeMo-Skills alone accepts).
+    records = []
+    for problem_id, answers, nemo_skills, strict in [
+        ("a", ["007", "007", "7", "8"], [False, False, True, False], [True, True, True, False]),
+        ("b", ["1.414214", "1.5", "1.414214", "1.5"], [True, False, True, False], [False, False, False, False]),
+    ]:
+        records += [
+            {**sample, "correct_nemo_skills": ns, "correct_strict": st}
+            for sample, ns, st in zip(_samples(problem_id, answers, nemo_skills, subset=problem_id), nemo_skills, strict)
+        ]
+    metrics = compute_metrics(records, bootstrap=0)
+    sensitivity = metrics["overall"]["grader_sensitivity"]
+    assert sensitivity["pass@1"] == {"nemo_skills": 37.5, "strict": 37.5}  # the same pass@1, from other samples
+    assert sensitivity["maj@4"] == {"nemo_skills": 50.0, "strict": 50.0}  # "007" wins a, "1.414214" ties b first
+    assert sensitivity["verdicts_differ"] == 4
+    assert sensitivity["correct_only_under"] == {"nemo_skills": 2, "strict": 2}
+    assert metrics["subsets"]["a"]["grader_sensitivity"]["pass@1"] == {"nemo_skills": 25.0, "strict": 75.0}
+    assert describe_sensitivity(metrics["overall"], 4) == (
+        "pass@1 37.50 / 37.50, maj@4 50.00 / 50.00 (nemo_skills / strict); 4 of 8 verdicts differ "
+        "(accepted by nemo_skills alone 2, by strict alone 2)")
+
+
+def test_records_with_one_verdict_have_no_grader_sensitivity():
+    metrics = compute_metrics(_samples("p", ["1", "2"], [True, False]), bootstrap=0)
+    assert "grader_sensitivity" not in metrics["overall"]
+    assert describe_sensitivity(metrics["overall"], 2) is None

@@ -18,13 +18,15 @@ NUM_PROBLEMS, K = 12, 64
 
 
 def _graded(correct_per_problem: list[int]) -> list[dict]:
-    """64 samples per problem; problem i has correct_per_problem[i] correct ones, all answering the same wrong '0'."""
+    """64 samples per problem; problem i has correct_per_problem[i] correct ones, all answering the same wrong '0'.
+    The strict judge refuses each problem's first correct sample."""
     records = []
     for i, num_correct in enumerate(correct_per_problem):
         for s in range(K):
             ok = s < num_correct
             records.append({"id": f"p{i}", "subset": "aime24" if i < 4 else "hmmt-24-25", "sample_idx": s,
                             "correct": ok, "predicted_answer": str(i) if ok else "0",
+                            "correct_nemo_skills": ok, "correct_strict": ok and s > 0,
                             "num_generated_tokens": 3000 + 10 * s, "finish_reason": "stop"})
     return records
 
@@ -109,6 +111,26 @@ def test_each_cell_shows_ours_paper_delta_and_ci(rendered):
     assert subsets == {"overall", "aime24", "hmmt-24-25"}
     missing = [r for r in rows if r["experiment"] == "eval-qwen2.5-math-72b-instruct"]
     assert {(r["metric"], r["paper"], r["ours"]) for r in missing} == {("pass@1", "11.72", ""), ("maj@64", "16.14", "")}
+
+
+def test_each_model_shows_its_numbers_under_both_judges(rendered):
+    path, metrics, sft_counts = rendered
+    split = sum(count > 0 for count in sft_counts)  # one verdict per problem with a correct sample
+    nemo_skills = 100 * sum(sft_counts) / (NUM_PROBLEMS * K)
+    strict = 100 * (sum(sft_counts) - split) / (NUM_PROBLEMS * K)
+    maj = metrics["sft"]["metrics"]["overall"]["grader_sensitivity"]["maj@64"]
+    text = path.read_text()
+    assert "Grader sensitivity: every sample is graded by NeMo-Skills' `math_equal`" in text
+    assert (f"- Qwen2.5-32B + SFT on 20 QwQ-32B-Preview traces: pass@1 {nemo_skills:.2f} / {strict:.2f}, maj@64 "
+            f"{maj['nemo_skills']:.2f} / {maj['strict']:.2f} (nemo_skills / strict); {split} of {NUM_PROBLEMS * K} "
+            f"verdicts differ (accepted by nemo_skills alone {split}, by strict alone 0).") in text
+    assert "- Qwen2.5-32B base (no SFT): pass@1 0.00 / 0.00, maj@64 0.00 / 0.00 (nemo_skills / strict); 0 of" in text
+    rows = list(csv.DictReader((path.parent / "results.csv").open()))
+    by_judge = {r["metric"]: float(r["ours"]) for r in rows if r["experiment"] == "main" and r["role"] == "sft"
+                and "[" in r["metric"] or r["metric"] == "verdicts_differ" and r["role"] == "sft"}
+    assert by_judge == {"pass@1[nemo_skills]": pytest.approx(nemo_skills), "pass@1[strict]": pytest.approx(strict),
+                        "maj@64[nemo_skills]": maj["nemo_skills"], "maj@64[strict]": maj["strict"],
+                        "verdicts_differ": split}
 
 
 def test_provenance_and_training_come_from_the_manifests(rendered):

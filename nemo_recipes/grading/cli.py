@@ -2,11 +2,14 @@
 
     python -m nemo_recipes.grading INPUT.jsonl --output OUTPUT.jsonl [--gold-key expected_answer]
         [--generation-key generation] [--subset-key subset_for_metrics] [--mode boxed|fallback] [--workers 2]
+        [--judge nemo_skills|strict]
 
 The generation field holds one string or a list of strings (several samples per problem). Each output row is the
-input row plus `predicted_answer`, `correct` and `grade_status`, lists where the generation was a list. The last line
-of stdout is one JSON object: pass@1, maj@k, pass@k and their intervals, counts, and the per-subset breakdown.
-Progress goes to stderr; bad input is one sentence, `error: ...`, and exit status 2.
+input row plus `predicted_answer`, `correct` and `grade_status` (as --judge decided), and both judges' verdicts
+(`correct_nemo_skills`, `correct_strict`, ...; see judges.py), lists where the generation was a list. The last line
+of stdout is one JSON object: pass@1, maj@k, pass@k and their intervals, counts, the per-subset breakdown, and
+`grader_sensitivity`: pass@1 and maj@k under each judge and how many verdicts differ. Progress and a one-line
+summary of both judges go to stderr; bad input is one sentence, `error: ...`, and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings, Verdict
+from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings
 from nemo_recipes.grading.extract import EXTRACTION_MODES, extract_answer
 from nemo_recipes.grading.files import Row, iter_rows, write_extended_rows
 from nemo_recipes.grading.grade import compare_pairs, start_grading_pool
+from nemo_recipes.grading.judges import DEFAULT_JUDGE, JUDGES, NO_ANSWER, check_judge, verdict_fields
 
 _LIBRARIES = ("math-verify", "latex2sympy2_extended", "antlr4-python3-runtime", "sympy")
 
@@ -49,15 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             equivalence_majority=args.equivalence_majority,
             settings=settings,
+            judge=args.judge,
             item_deadline_s=args.item_deadline,
+            metrics_output=args.metrics_output,
         )
-        if args.metrics_output:
-            from nemo_recipes.io import write_json
-
-            write_json(args.metrics_output, summary)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from nemo_recipes.metrics import describe_sensitivity
+
+    print(f"by judge: {describe_sensitivity(summary, summary['k'])}; `correct` follows {args.judge}", file=sys.stderr)
     print(json.dumps(summary))
     return 0
 
@@ -80,11 +86,18 @@ def grade_file(
     seed: int = 0,
     equivalence_majority: bool = False,
     settings: CompareSettings = NEMO_SKILLS,
+    judge: str = DEFAULT_JUDGE,
     item_deadline_s: float | None = None,
+    metrics_output: str | Path | None = None,
 ) -> dict:
-    """Grade `input_path` into `output_path` and return the summary that the command prints."""
+    """Grade `input_path` into `output_path` and return the summary that the command prints (also written to
+    `metrics_output` when given). Both output paths are checked before any grading."""
     from nemo_recipes.metrics import compute_metrics
 
+    check_judge(judge)
+    for path in (output_path, metrics_output):
+        if path is not None:
+            check_writable(path)
     source = iter_rows(input_path, (gold_key, generation_key))
     rows: list[Row] = []
     samples: list[tuple[int, int, str, str | None]] = []  # (row index, position in the row, gold, answer)
@@ -112,16 +125,14 @@ def grade_file(
         verdicts = compare_pairs(new_pairs(), workers=workers, progress=progress, settings=settings, pool=pool)
     verdict_of = dict(zip(pair_order, verdicts))
 
-    additions = [{"predicted_answer": [], "correct": [], "grade_status": []} for _ in rows]
+    additions: list[dict] = [{} for _ in rows]
     per_sample = []
     samples_seen: dict = {}  # rows without sample_idx: a problem's samples numbered in file order, across its rows
     for row_index, position, gold, answer in samples:
-        verdict = Verdict(False, "no_answer") if answer is None else verdict_of[(gold, answer)]
+        fields = verdict_fields(NO_ANSWER if answer is None else verdict_of[(gold, answer)], judge)
         row = rows[row_index]
-        added = additions[row_index]
-        added["predicted_answer"].append(answer)
-        added["correct"].append(verdict.correct)
-        added["grade_status"].append(verdict.status)
+        for key, value in {"predicted_answer": answer, **fields}.items():
+            additions[row_index].setdefault(key, []).append(value)
         problem_id = row.data.get(id_key, row.line_number)
         if "sample_idx" in row.data:
             sample_idx = _sample_field(row.data, "sample_idx", position, default=position)
@@ -133,8 +144,7 @@ def grade_file(
                 "sample_idx": sample_idx,
                 "subset": row.data.get(subset_key),
                 "predicted_answer": answer,
-                "correct": verdict.correct,
-                "grade_status": verdict.status,
+                **fields,
                 "num_generated_tokens": _sample_field(row.data, "num_generated_tokens", position),
                 "finish_reason": _sample_field(row.data, "finish_reason", position),
             }
@@ -143,7 +153,8 @@ def grade_file(
         if not isinstance(row.data[generation_key], list):  # one sample: scalars, as the input had
             for key, values in added.items():
                 added[key] = values[0]
-    write_extended_rows(output_path, rows, additions)
+        added["judge"] = judge  # one value per row, whatever its samples
+    _write(output_path, lambda: write_extended_rows(output_path, rows, additions))
 
     equivalent = None
     if equivalence_majority:
@@ -151,16 +162,47 @@ def grade_file(
     metrics = compute_metrics(
         per_sample, subset_key="subset", k=k, tie_rule=tie_rule, bootstrap=bootstrap, seed=seed, equivalent=equivalent
     )
-    return {
+    summary = {
         "input": str(input_path),
         "output": str(output_path),
         "extraction": mode,
+        "judge": judge,
         "k": metrics["k"],
         "tie_rule": metrics["tie_rule"],
         **metrics["overall"],
         "subsets": metrics["subsets"],
         "versions": {library: _version(library) for library in _LIBRARIES},
     }
+    if metrics_output is not None:
+        from nemo_recipes.io import write_json
+
+        _write(metrics_output, lambda: write_json(metrics_output, summary))
+    return summary
+
+
+def check_writable(path: str | Path) -> None:
+    """One sentence, before any work, when `path` cannot be written: its folder is missing, not a folder, or refuses
+    a new file (read-only, or a file system nobody may write, which permission bits alone do not show to root)."""
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name.")
+    if not folder.exists():
+        raise UserError(f"cannot write {path}: the folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise UserError(f"cannot write {path}: {folder} is not a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {path}: the folder {folder} is not writable ({error.strerror}).") from error
+
+
+def _write(path: str | Path, write) -> None:
+    """write(), with a failure that the early check could not foresee (disk full, folder removed) as one sentence."""
+    try:
+        write()
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}.") from error
 
 
 def _generations(row: dict, key: str, path, line_number: int) -> list[str | None]:
@@ -215,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
         default="boxed",
         help="boxed: last \\boxed{} or no answer, as NeMo-Skills; fallback: else 'answer is ...' or the last number",
     )
+    parser.add_argument("--judge", choices=JUDGES, default=DEFAULT_JUDGE,
+                        help="whose verdict is `correct`: nemo_skills (NeMo-Skills' math_equal, as the paper) or "
+                             "strict (exact values); both are always computed and reported")
     parser.add_argument("--reasoning-end", type=_marker,
                         help="keep only text after this marker (e.g. '</think>'); none: no answer")
     parser.add_argument("--workers", type=_count, default=2, help="grading processes (0: grade in this process)")

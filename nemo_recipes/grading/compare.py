@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -27,7 +28,9 @@ EXTRACTION_TARGETS = ("latex", "expr")
 _MATH_ENVIRONMENT = re.compile(r"\$.*\$|\\\(.*\\\)|\\\[.*\\\]|\\boxed\{", re.DOTALL)
 _CHOICE_LETTERS = "ABCDEFGHIJ"
 _CHOICE_LETTER = re.compile(f"[{_CHOICE_LETTERS}]")
-# NeMo-Skills' "literal" answers: words only or digits only. Two of them are equal only as strings.
+# NeMo-Skills' "literal" answers: words only or digits only. Two of them are equal only as strings, so `007` is not
+# 7 here, though math-verify alone says it is: the paper's grader refused AIME answers written in three digits (the
+# strict judge reads them as integers).
 _LITERAL = re.compile(r"[a-zA-Z ,]+|[0-9 ]+")
 _PLAIN_NUMBER = re.compile(r"(?P<number>-?(?:\d+(?:\.\d*)?|\.\d+))(?:\s*/\s*(?P<denominator>\d+))?")
 
@@ -63,21 +66,23 @@ class Verdict(NamedTuple):
 
 def compare_answers(gold: str, answer: str | None, settings: CompareSettings = NEMO_SKILLS) -> Verdict:
     """Grade one extracted `answer` against `gold` (gold first: math-verify's verify is not symmetric)."""
+    return judged(_compare, gold, answer, settings)
+
+
+def judged(compare: Callable[[str, str, CompareSettings], Verdict], gold: str, answer: str | None,
+           settings: CompareSettings) -> Verdict:
+    """compare(gold, answer, settings) with the statuses every judge shares: no answer, a timeout (never counted
+    as incorrect), and a parse error for input math-verify or sympy cannot handle."""
     from math_verify.errors import TimeoutException
 
     if answer is None:
         return Verdict(False, "no_answer")
     try:
-        return _compare(str(gold), answer, settings)
+        return compare(str(gold), answer, settings)
     except TimeoutException:
         return Verdict(None, "timeout")
-    except Exception:  # math-verify raising on input it cannot handle (asked to, via raise_on_error)
+    except Exception:  # math-verify raising on input it cannot handle (asked to, via raise_on_error), or sympy
         return Verdict(False, "parse_error")
-
-
-def compare_pair(pair: tuple[str, str | None], settings: CompareSettings = NEMO_SKILLS) -> Verdict:
-    """compare_answers for one (gold, answer) pair: the shape the worker pool passes items in."""
-    return compare_answers(pair[0], pair[1], settings)
 
 
 def answers_equivalent(first: str, second: str, settings: CompareSettings = NEMO_SKILLS) -> bool:
@@ -95,20 +100,20 @@ def _compare(gold: str, answer: str, settings: CompareSettings) -> Verdict:
             literal = _plain_number_verdict(gold, answer, settings)
         if literal is not None:
             return Verdict(literal, "ok")
-    parsed_gold = _parse_cached(gold, settings)
+    parsed_gold = parse_latex(gold, settings, gold=True)
     if not parsed_gold:
         return Verdict(False, "parse_error")
-    parsed_answer = _parse(answer, settings)
+    parsed_answer = parse_latex(answer, settings)
     if not parsed_answer:
         return Verdict(False, "parse_error")
     verdict = _verify(parsed_gold, parsed_answer, settings)
-    if verdict == (False, "ok") and not (_has_math(parsed_gold) and _has_math(parsed_answer)):
+    if verdict == (False, "ok") and not (has_math(parsed_gold) and has_math(parsed_answer)):
         # Only the raw strings were compared: say the answer (or gold) could not be read, not just "wrong".
         return Verdict(False, "parse_error")
     return verdict
 
 
-def _has_math(parsed: list) -> bool:
+def has_math(parsed: list) -> bool:
     """Whether math-verify read a math object, not only its fallback string."""
     return any(not isinstance(reading, str) for reading in parsed)
 
@@ -146,7 +151,7 @@ def _plain_number_verdict(gold: str, answer: str, settings: CompareSettings) -> 
 
     Integer and decimal answers are most of Comp-Math's, and LaTeX parsing costs milliseconds per string.
     """
-    gold_value, answer_value = _plain_number(gold), _plain_number(answer)
+    gold_value, answer_value = plain_number(gold), plain_number(answer)
     if gold_value is None or answer_value is None:
         return None
     if gold_value == answer_value:
@@ -156,7 +161,8 @@ def _plain_number_verdict(gold: str, answer: str, settings: CompareSettings) -> 
     return None
 
 
-def _plain_number(text: str) -> Fraction | None:
+def plain_number(text: str) -> Fraction | None:
+    """The value of an integer, a decimal or an `a/b` written in digits; None for anything else."""
     match = _PLAIN_NUMBER.fullmatch(text.strip())
     if match is None or match["denominator"] is not None and int(match["denominator"]) == 0:
         return None
@@ -164,9 +170,22 @@ def _plain_number(text: str) -> Fraction | None:
     return value / int(match["denominator"]) if match["denominator"] else value
 
 
+def parse_latex(text: str, settings: CompareSettings, *, gold: bool = False) -> list:
+    """math-verify's readings of `text`, `$`-wrapped when it has no math delimiter.
+
+    Parsing is most of a comparison's cost, and both judges parse the same strings: a gold is kept for the process
+    (it repeats across every sample of its problem), an answer for the next few calls (the other judge reads it).
+    """
+    return (_parse_gold if gold else _parse_answer)(text, settings)
+
+
 @functools.lru_cache(maxsize=4096)
-def _parse_cached(text: str, settings: CompareSettings) -> list:
-    """Golds repeat across every sample of a problem: parse each once per process."""
+def _parse_gold(text: str, settings: CompareSettings) -> list:
+    return _parse(text, settings)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_answer(text: str, settings: CompareSettings) -> list:
     return _parse(text, settings)
 
 
@@ -224,17 +243,16 @@ def _verify(parsed_gold: list, parsed_answer: list, settings: CompareSettings) -
 
 
 def _numbers_far_apart(gold_reading, answer_reading, settings: CompareSettings) -> bool:
-    """True for two plain numbers whose difference is far beyond what math-verify could call equal.
+    """True for two numbers that differ and that math-verify's numeric step also calls different: its verdict is then
+    "different" without the sympy simplify of the difference (~40 ms) it would try next.
 
-    A wrong answer such as 20\\sqrt{10} against 31\\sqrt{13} otherwise costs math-verify a sympy simplify of the
-    difference (~40 ms) before it says no. Its routes to "equal" for two numbers all mean the difference is below
-    10^-float_rounding (rounding, chop, an exact zero), except its percent rule (9% equals 9), so expressions
-    holding a percent are left to it. Runs under math-verify's own timeout.
-
-    Not only faster: math-verify evaluates the difference at 15 digits, which loses huge terms -- against
-    4^{2024}/\\binom{4048}{2024} - 2 (hmmt_F_2024_combinatorics_8) it calls several wrong answers equal, and
-    NeMo-Skills with it; at 30 digits this says they differ. Our verdict is the mathematically right one.
+    That simplify can only find an exact zero, which a 30-digit gap above 10^-float_rounding rules out, so skipping
+    it changes no verdict. The numeric step itself is math-verify's own call: at 15 digits it can lose huge terms --
+    against 4^{2024}/\\binom{4048}{2024} - 2 (hmmt_F_2024_combinatorics_8) it calls 4^{2023}/\\binom{4048}{2024} - 2
+    equal, and NeMo-Skills with it, which is the verdict this judge must give. The strict judge says they differ.
+    Expressions holding a percent are left to verify (its 9% equals 9 rule). Runs under math-verify's own timeout.
     """
+    from math_verify.grader import sympy_numeric_eq
     from math_verify.utils import timeout
     from sympy import Expr, UnevaluatedExpr
 
@@ -245,8 +263,10 @@ def _numbers_far_apart(gold_reading, answer_reading, settings: CompareSettings) 
         return False
 
     @timeout(timeout_seconds=settings.verify_timeout_s)
-    def difference():
-        return abs((gold_reading - answer_reading).evalf(30))
+    def far_apart() -> bool:
+        gap = abs((gold_reading - answer_reading).evalf(30))
+        if not (gap.is_Number and gap.is_finite and gap > 10 ** (1 - settings.float_rounding)):
+            return False
+        return not sympy_numeric_eq(gold_reading, answer_reading, settings.float_rounding, settings.numeric_precision)
 
-    gap = difference()
-    return bool(gap.is_Number and gap.is_finite and gap > 10 ** (1 - settings.float_rounding))
+    return far_apart()

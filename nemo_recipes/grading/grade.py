@@ -1,4 +1,5 @@
-"""Grade generation records: extract answers here, verify each distinct (gold, answer) pair once, in workers."""
+"""Grade generation records: extract answers here, judge each distinct (gold, answer) pair once, in workers, by both
+judges (judges.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import threading
 from collections.abc import Iterable, Sequence, Sized
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings, Verdict, compare_answers, compare_pair
+from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings
 from nemo_recipes.grading.extract import extract_answer
+from nemo_recipes.grading.judges import (
+    DEFAULT_JUDGE,
+    NEVER_JUDGED,
+    NO_ANSWER,
+    Verdicts,
+    check_judge,
+    judge_pair,
+    verdict_fields,
+)
 from nemo_recipes.grading.pool import WorkerPool
 
 _WARM_MODULE = "nemo_recipes.grading.warm"
@@ -26,15 +36,18 @@ def grade_records(
     mode: str = "boxed",
     reasoning_end: str | None = None,
     settings: CompareSettings = NEMO_SKILLS,
+    judge: str = DEFAULT_JUDGE,
     item_deadline_s: float | None = None,
     pool: WorkerPool | None = None,
 ) -> list[dict]:
-    """One output record per input sample: the record plus `predicted_answer`, `correct` and `grade_status`.
+    """One output record per input sample: the record plus `predicted_answer`, then `correct` and `grade_status` as
+    `judge` decided, and both judges' verdicts (judges.verdict_fields).
 
     `correct` is None only for a timeout; a missing answer or an unparseable one is False, as in NeMo-Skills.
     workers=0 grades in this process, which must then be its main thread (math-verify's timeouts use SIGALRM).
     `pool` (from start_grading_pool, with the same settings) is used instead of starting workers here.
     """
+    check_judge(judge)
     golds = [_field(record, gold_key, position, allow_none=False) for position, record in enumerate(records)]
     generations = [_field(record, generation_key, position, allow_none=True) for position, record in enumerate(records)]
     answers = [extract_answer(text, mode=mode, reasoning_end=reasoning_end) for text in generations]
@@ -48,8 +61,8 @@ def grade_records(
         pool=pool,
     )
     return [
-        {**record, "predicted_answer": answer, "correct": verdict.correct, "grade_status": verdict.status}
-        for record, answer, verdict in zip(records, answers, verdicts)
+        {**record, "predicted_answer": answer, **verdict_fields(both, judge)}
+        for record, answer, both in zip(records, answers, verdicts)
     ]
 
 
@@ -62,18 +75,15 @@ def grade_answers(
     settings: CompareSettings = NEMO_SKILLS,
     item_deadline_s: float | None = None,
     pool: WorkerPool | None = None,
-) -> list[Verdict]:
-    """A verdict per (gold, extracted answer); each distinct pair is compared once."""
+) -> list[Verdicts]:
+    """Both judges' verdicts per (gold, extracted answer); each distinct pair is judged once."""
     # Sorted so that a worker's chunk holds runs of one gold and its parse cache hits.
     pairs = sorted({(gold, answer) for gold, answer in zip(golds, answers) if answer is not None})
     verdicts = compare_pairs(
         pairs, workers=workers, progress=progress, settings=settings, item_deadline_s=item_deadline_s, pool=pool
     )
     verdict_of = dict(zip(pairs, verdicts))
-    return [
-        Verdict(False, "no_answer") if answer is None else verdict_of[(gold, answer)]
-        for gold, answer in zip(golds, answers)
-    ]
+    return [NO_ANSWER if answer is None else verdict_of[(gold, answer)] for gold, answer in zip(golds, answers)]
 
 
 def start_grading_pool(
@@ -81,7 +91,7 @@ def start_grading_pool(
 ) -> WorkerPool:
     """Worker processes for grade_answers, started now so that their warm-up overlaps the caller's reading."""
     return WorkerPool(
-        functools.partial(compare_pair, settings=settings),
+        functools.partial(judge_pair, settings=settings),
         workers=workers,
         on_failure=_timed_out,
         item_deadline_s=item_deadline_s or default_item_deadline_s(settings),
@@ -93,8 +103,9 @@ def start_grading_pool(
 
 
 def default_item_deadline_s(settings: CompareSettings) -> float:
-    """Past math-verify's own budget for one pair: two parses and up to four (gold, answer) readings to verify."""
-    return 2 * settings.parse_timeout_s + 4 * settings.verify_timeout_s + 10
+    """Past the two judges' own budget for one pair: each parses twice and verifies up to four (gold, answer)
+    readings, within math-verify's timeouts."""
+    return 2 * (2 * settings.parse_timeout_s + 4 * settings.verify_timeout_s) + 10
 
 
 def compare_pairs(
@@ -105,8 +116,8 @@ def compare_pairs(
     settings: CompareSettings = NEMO_SKILLS,
     item_deadline_s: float | None = None,
     pool: WorkerPool | None = None,
-) -> list[Verdict]:
-    """A verdict per (gold, answer) pair, in order; `pairs` may be lazy (see WorkerPool.map)."""
+) -> list[Verdicts]:
+    """Both judges' verdicts per (gold, answer) pair, in order; `pairs` may be lazy (see WorkerPool.map)."""
     from tqdm import tqdm
 
     total = len(pairs) if isinstance(pairs, Sized) else None
@@ -119,8 +130,8 @@ def compare_pairs(
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("grading with workers=0 must run in the main thread: math-verify uses SIGALRM")
             verdicts = []
-            for gold, answer in pairs:
-                verdicts.append(compare_answers(gold, answer, settings))
+            for pair in pairs:
+                verdicts.append(judge_pair(pair, settings))
                 bar.update(1)
             return verdicts
         if total is not None:
@@ -129,9 +140,9 @@ def compare_pairs(
             return own_pool.map(pairs, on_progress=bar.update)
 
 
-def _timed_out(pair: tuple[str, str], reason: str) -> Verdict:
+def _timed_out(pair: tuple[str, str], reason: str) -> Verdicts:
     """A pair whose worker hung, died or raised: it was never judged, which is what the timeout status says."""
-    return Verdict(None, "timeout")
+    return NEVER_JUDGED
 
 
 def _field(record: dict, key: str, position: int, *, allow_none: bool):

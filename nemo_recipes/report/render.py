@@ -1,9 +1,9 @@
 """One report layout for every run and every reproduction target: markdown + CSV + PNGs.
 
 Sections, in order (a toy demo's report has the same ones as a paper target's):
-  Results (ours | paper | delta | 95% CI per cell, with the figures' sources), Figures, Per subset,
-  SFT sets and training, Provenance (per stage: config hash, seeds and models as the manifest recorded them,
-  library versions, the maj@k tie rule).
+  Results (ours | paper | delta | 95% CI per cell, with the figures' sources, and each model's numbers under both
+  grading judges), Figures, Per subset, SFT sets and training, Provenance (per stage: config hash, seeds and models
+  as the manifest recorded them, library versions, the maj@k tie rule).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from nemo_recipes.io import atomic_write_text, read_json, read_jsonl
+from nemo_recipes.metrics import describe_sensitivity
 
 SECTIONS = ("Results", "Figures", "Per subset", "SFT sets and training", "Provenance")
 FIGURES = ("results.png", "curves.png", "subsets.png", "lengths.png")
@@ -22,6 +23,9 @@ FIGURES = ("results.png", "curves.png", "subsets.png", "lengths.png")
 TOLERANCE_NOTE = ("Tolerance: NeMo-Skills reports 3-6 points of run-to-run spread on 30-problem sets (AIME); on the "
                   "whole 256-problem benchmark, a delta inside our 95% interval is agreement, and one outside it by "
                   "less than ~3 points is within the spread of a rerun.")
+GRADER_NOTE = ("Grader sensitivity: every sample is graded by NeMo-Skills' `math_equal` (`nemo_skills`, the paper's "
+               "grader) and by exact values (`strict`: no 6-decimal tolerance, leading zeros, `\\log` as ln, either "
+               "side of a gold identity); `grading.judge` (default nemo_skills) picks the one behind the table.")
 TIE_RULE_NOTE = ("NeMo-Skills broke maj@k ties by first-seen answer until 2025-06-05, by sorted (answer, correct) "
                  "pairs from then until 2025-08-18 -- its code at paper time (731558c9, 2025-07-12) -- and by "
                  "averaging the tied answers afterwards; `metrics.tie_rule` picks one, and the paper's own runs "
@@ -125,8 +129,16 @@ def _results_section(results: list[Result]) -> list[str]:
         for kind in ("pass@1", "maj"):
             cells += _cells(result, kind)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *[f"[{i}] {note}" for i, note in enumerate(notes, start=1)], "", TOLERANCE_NOTE]
+    lines += ["", *[f"[{i}] {note}" for i, note in enumerate(notes, start=1)], "", *_grader_sensitivity(results),
+              TOLERANCE_NOTE]
     return lines
+
+
+def _grader_sensitivity(results: list[Result]) -> list[str]:
+    """Per evaluated model, its pass@1 and maj@k under each judge and how many verdicts differ."""
+    lines = [f"- {r.label}: {describe_sensitivity(r.overall, r.k) or 'graded by one judge only; grade it again'}."
+             for r in results if r.metrics]
+    return [GRADER_NOTE, "", *lines, ""] if lines else []
 
 
 def _cells(result: Result, kind: str) -> list[str]:
@@ -162,7 +174,19 @@ def _csv(results: list[Result]) -> str:
                 writer.writerow([r.label, r.experiment, r.role, r.model, subset, metric, block[metric], low, high,
                                  _num(paper), _num(None if paper is None else round(block[metric] - paper, 4)),
                                  block["num_problems"], r.k, r.source, r.note, r.status])
+        for metric, value in _sensitivity_cells(r):
+            writer.writerow([r.label, r.experiment, r.role, r.model, "overall", metric, value, "", "", "", "",
+                             r.overall["num_problems"], r.k, r.source, r.note, r.status])
     return buffer.getvalue()
+
+
+def _sensitivity_cells(result: Result) -> list[tuple[str, float]]:
+    """(metric, value) rows for the CSV: pass@1[judge], maj@k[judge] and verdicts_differ."""
+    sensitivity = result.overall.get("grader_sensitivity")
+    if sensitivity is None:
+        return []
+    return [*((f"{metric}[{judge}]", value) for metric in ("pass@1", f"maj@{result.k}")
+              for judge, value in sensitivity[metric].items()), ("verdicts_differ", sensitivity["verdicts_differ"])]
 
 
 def _num(value) -> str:

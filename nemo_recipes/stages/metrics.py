@@ -3,7 +3,8 @@
     python -m nemo_recipes experiment=demo stages=[metrics] metrics.tie_rule=average
 
 Writes `metrics.json`: {role: {"model": name, "metrics": compute_metrics(...)}}, and `lengths.json`: {role:
-{"correct": [tokens...], "incorrect": [tokens...]}}, the generation lengths the report plots.
+{"correct": [tokens...], "incorrect": [tokens...]}}, the generation lengths the report plots. Each metrics block
+holds `grader_sensitivity`: pass@1 and maj@k under both judges and how many verdicts differ.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from nemo_recipes.models import model_name
 
 
 def run(ctx) -> dict:
-    from nemo_recipes.metrics import compute_metrics
+    from nemo_recipes.metrics import compute_metrics, describe_sensitivity
 
     cfg = ctx.cfg
     results, lengths = {}, {}
@@ -27,6 +28,9 @@ def run(ctx) -> dict:
                          for verdict in ("correct", "incorrect")}
         overall, k = metrics["overall"], metrics["k"]
         ctx.log(f"{results[role]['model']}: pass@1 {overall['pass@1']:.2f}, maj@{k} {overall[f'maj@{k}']:.2f}")
+        sensitivity = describe_sensitivity(overall, k)
+        if sensitivity:
+            ctx.log(f"{results[role]['model']}, by judge: {sensitivity}")
     write_json(ctx.dir / "metrics.json", results)
     write_json(ctx.dir / "lengths.json", lengths)
     return {role: {key: r["metrics"]["overall"][key] for key in ("pass@1", f"maj@{r['metrics']['k']}")}

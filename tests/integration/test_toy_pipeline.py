@@ -37,6 +37,8 @@ def test_toy_pipeline_end_to_end_then_skips_everything(small_demo):
                                                                  for i in range(50) for s in range(4)}
     graded = read_jsonl(run_dir / "grade_teacher" / "graded.jsonl")
     assert {r["grade_status"] for r in graded} <= {"ok", "no_answer"}
+    assert all(r["judge"] == "nemo_skills" and r["correct"] == r["correct_nemo_skills"] and "correct_strict" in r
+               for r in graded)
     sft_rows = read_jsonl(run_dir / "select" / "sft.jsonl")
     assert len(sft_rows) == 20 and all(r["correct"] is True for r in sft_rows)
     assert all(r["input"].startswith("<|im_start|>system\n<|im_end|>\n") and r["output"].endswith("<|im_end|>\n")
@@ -54,6 +56,7 @@ def test_toy_pipeline_end_to_end_then_skips_everything(small_demo):
 
     assert [line[3:] for line in report.splitlines() if line.startswith("## ")] == list(SECTIONS)
     assert "toy-student + SFT" in report
+    assert report.count("(nemo_skills / strict);") == 2  # each model's numbers under both judges
     for figure in FIGURES:
         assert (run_dir / "report" / figure).stat().st_size > 5000, figure
     assert (run_dir / "report" / "results.csv").read_text().startswith("label,experiment,role,model,subset,metric")
