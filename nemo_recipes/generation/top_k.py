@@ -31,7 +31,7 @@ def generation_config_top_k(model_dir) -> int:
     try:
         top_k = json.loads(path.read_text(encoding="utf-8")).get("top_k")
     except (OSError, ValueError, AttributeError) as error:
-        raise UserError(f"{path} is not a JSON object ({error}); top_k: null reads the model's top_k from it.") from None
+        raise UserError(f"{path} is not a JSON object ({error}); top_k: null reads the model's top_k there.") from None
     if top_k is None or top_k == TRANSFORMERS_DEFAULT_TOP_K:
         return TOP_K_OFF
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
