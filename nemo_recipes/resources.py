@@ -98,7 +98,9 @@ def _training(cfg) -> Estimate:
     tokens = sft.max_steps * sft.global_batch_size * sft.pack_size
     flops = 6 * params * tokens  # forward + backward of a dense decoder; attention stays within each packed sample
     hours = flops / (cluster.gpu_bf16_tflops * 1e12 * cluster.assumed_mfu) / 3600
-    checkpoints = min(5, math.ceil(sft.max_steps / sft.save_interval)) + 1  # save_top_k 5, plus the -last copy
+    from nemo_recipes.training.nemo_yaml import checkpoints_kept
+
+    checkpoints = min(checkpoints_kept(sft), math.ceil(sft.max_steps / sft.save_interval)) + 1  # and the -last copy
     kept = 2 * BF16_BYTES_PER_PARAM  # the trained .nemo and the HF export
     transient = BF16_BYTES_PER_PARAM  # the NeMo->HF converter's intermediate weights file
     # the base .nemo, packed and unpacked (restore_from_path), and the Megatron checkpoints

@@ -10,7 +10,7 @@ from conftest import compose_cfg as compose_groups
 from nemo_recipes import launch
 from nemo_recipes.errors import UserError
 
-SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED"
+SFT_ENV_NAMES = "CUDA_DEVICE_MAX_CONNECTIONS,HF_HUB_OFFLINE,HYDRA_FULL_ERROR,PYTHONUNBUFFERED,TMPDIR"
 
 def compose_cfg(*overrides, cluster="slurm"):
     """The 32B student; on Slurm (4 nodes) in the NeMo-Skills OpenMathReasoning layout, TP 8 x CP 4 = 32 GPUs."""
@@ -75,6 +75,12 @@ def test_paper_plan_for_32b_on_four_nodes_passes_and_has_one_replica():
         (["cluster.container_image=null"], {}, "cluster.container_image must be set when cluster.launcher is slurm."),
         (["cluster.launcher=local"], {}, "cluster.launcher local runs on one node, but cluster.nodes is 4."),
         (["cluster.launcher=k8s"], {}, "cluster.launcher is 'k8s'; use local or slurm."),
+        # Settings that would only fail after training: refused before the first stage.
+        (["sft.final_weights=best"], {}, "sft.final_weights is 'best'; use one of average, last."),
+        (["sft.pack_attention=causal"], {}, "sft.pack_attention 'causal' is not one of whole_pack, per_example."),
+        (["sft.nemo_to_hf_cpu_only=false", "cluster.gpu_memory_gb=40"], {},
+         "sft.nemo_to_hf_cpu_only=false converts the trained Qwen2.5-32B on one GPU, whose 40 GB "
+         "(cluster.gpu_memory_gb) cannot hold its ~66 GB of bf16 weights; set sft.nemo_to_hf_cpu_only=true."),
     ],
 )
 def test_each_rule_raises_its_own_sentence(overrides, kwargs, sentence):

@@ -8,10 +8,13 @@
 Stage folder:
     base_model.nemo            HF -> NeMo output
     base_model/                the same, unpacked once (restore_from_path): given the .nemo tarball, NeMo unpacks
-                               it on every rank into a temporary folder (~65 GB each for 32B, on /tmp)
+                               it on every rank into a temporary folder (~65 GB each for 32B)
     gpt_sft.yaml               the complete NeMo-Aligner config (nemo_yaml.py)
     training/                  exp_manager.explicit_log_dir: checkpoints/, the final .nemo, TensorBoard events
+    final_nemo/                sft.final_weights -- the average of the saved checkpoints or the last one -- as an
+                               unpacked .nemo with the base model's one-device config (final_weights.py)
     model/                     the trained model as an HF folder (weights, config, tokenizer)
+    tmp/                       TMPDIR of every NeMo process: each .nemo NeMo writes is staged there in full first
     logs/<step>.log, .done     each command's output, and a marker once it finished cleanly
 
 A rerun skips every step with its marker and output in place; a crashed training resumes from its last
@@ -69,6 +72,14 @@ class SftLayout:
     @property
     def trained_nemo(self) -> Path:
         return nemo_yaml.final_nemo_path(self.training_dir)
+
+    @property
+    def final_nemo(self) -> Path:
+        return self.stage_dir / "final_nemo"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.stage_dir / "tmp"
 
     @property
     def config_path(self) -> Path:
@@ -133,8 +144,9 @@ def run_sft(
         output_dir=layout.training_dir,
         config_dir=layout.stage_dir,
     )
-    environment = launch.sft_environment(cfg)
+    environment = launch.sft_environment(cfg, tmp_dir=layout.tmp_dir)
     for step in pending:
+        _fresh_tmp_dir(layout)  # what a killed step staged there (a whole .nemo) is of no use to the next
         _run_step(layout, step, run_command, environment)
         _finish_step(layout, step, Path(hf_model_dir), keep_checkpoints=bool(cfg.sft.get("keep_checkpoints", True)))
     return layout.hf_model
@@ -145,6 +157,7 @@ def _delete_training_state(layout: SftLayout) -> None:
     parameter each) and the base .nemo, packed and unpacked. The trained .nemo and the HF model stay."""
     layout.base_nemo.unlink(missing_ok=True)
     shutil.rmtree(layout.base_model_dir, ignore_errors=True)
+    shutil.rmtree(layout.tmp_dir, ignore_errors=True)
     for entry in layout.trained_nemo.parent.iterdir():
         if entry.is_dir():
             shutil.rmtree(entry)
@@ -169,9 +182,13 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
     )
     unpack = conversion.unpack_nemo_program(layout.base_nemo, layout.base_model_dir)
     train = [str(train_script), f"--config-path={layout.stage_dir}", f"--config-name={nemo_yaml.CONFIG_NAME}"]
+    final_weights = conversion.final_weights_program(
+        str(cfg.sft.final_weights), checkpoint_dir=layout.trained_nemo.parent, base_model_dir=layout.base_model_dir,
+        output_dir=layout.final_nemo,
+    )
     to_hf = conversion.nemo_to_hf_program(
         nemo_dir,
-        nemo_path=layout.trained_nemo,
+        nemo_path=layout.final_nemo,
         hf_model_dir=hf_model_dir,
         weights_path=layout.hf_weights,
         hf_output_dir=layout.hf_model,
@@ -195,6 +212,11 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
             launch.distributed_command(cfg, train, mounts=mounts, job_name="sft-train"),
             layout.trained_nemo,
             (train_script,),
+        ),
+        SftStep(
+            "final_weights",
+            launch.single_process_command(cfg, final_weights, mounts=mounts, job_name="sft-final-weights"),
+            layout.final_nemo,
         ),
         SftStep(
             "nemo_to_hf",
@@ -251,12 +273,18 @@ def _require_container_scripts(cfg, layout: SftLayout, scripts: Sequence[Path]) 
                 ["bash"],
                 mounts=launch.same_path_mounts([Path.cwd(), layout.stage_dir]),
                 workdir=Path.cwd(),
+                env={launch.TMPDIR: str(layout.tmp_dir)},
                 interactive=True,
             )
             raise UserError(
                 f"{script} is not on this machine, so this is not the NeMo container: run the sft stage inside it "
                 f"({shlex.join(hint)}) or set cluster.nemo_dir / cluster.nemo_aligner_dir."
             )
+
+
+def _fresh_tmp_dir(layout: SftLayout) -> None:
+    shutil.rmtree(layout.tmp_dir, ignore_errors=True)
+    layout.tmp_dir.mkdir(parents=True)
 
 
 def _is_complete(layout: SftLayout, step: SftStep) -> bool:
