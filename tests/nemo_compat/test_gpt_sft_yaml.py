@@ -116,4 +116,6 @@ def test_build_sft_dataset_accepts_our_train_and_validation_sections(tmp_path, t
     assert train.pad_seq_length_to_mult == 8 * 8 * 4  # 8 x TP (sequence parallel) x CP
     batch = train.collate_fn([train[0]])
     assert batch["tokens"].shape[1] % 256 == 0 and batch["tokens"].shape[1] <= 16384
-    assert train.return_cu_seqlen and "cu_seqlens" in batch
+    # NeMo-Skills' paper-time attention (sft.pack_attention whole_pack): no cu_seqlens, so Megatron runs each pack
+    # as one causal sequence, split over CP ranks as any sequence is (tokens padded to a multiple of 2 x CP).
+    assert not train.return_cu_seqlen and "cu_seqlens" not in batch
