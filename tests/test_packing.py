@@ -230,3 +230,12 @@ def test_too_long_sample_is_refused_by_id_and_lengths(tmp_path, tiny_tokenizer_d
     message = str(error.value)
     assert "'p1'" in message and f"{n} tokens" in message and f"{n - 1} positions" in message and "128" in message
     assert not list(tmp_path.glob("*.npy"))
+
+
+def test_the_recipe_packs_as_nemo_skills_did_first_fit_in_nemos_shuffled_order():
+    from nemo_recipes.cli import compose_config
+
+    for experiment in ("main", "demo"):
+        assert compose_config([f"experiment={experiment}"]).sft.packing_algorithm == "first_fit_shuffle"
+    lengths = np.random.default_rng(4).integers(1, 100, size=300)
+    assert pack_lengths(lengths, 256) == pack_lengths(lengths, 256, "first_fit_shuffle", seed=0)
