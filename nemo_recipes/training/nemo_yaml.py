@@ -144,7 +144,7 @@ def _exp_manager_section(sft, cluster, output_dir) -> dict:
             "monitor": "val_loss",
             "save_top_k": checkpoints_kept(sft),
             "mode": "min",
-            # The .nemo written at the last step is what convert_qwen2_nemo_to_hf.py reads back.
+            # The .nemo written at the last step marks a finished training (the converter reads final_nemo/).
             "save_nemo_on_train_end": True,
             "filename": f"{EXPERIMENT_NAME}--{{val_loss:.3f}}-{{step}}-{{consumed_samples}}-{{epoch}}",
             "model_parallel_size": "${model.tensor_model_parallel_size}",
