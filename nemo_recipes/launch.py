@@ -26,10 +26,15 @@ SFT_ENVIRONMENT = {
     "HF_HUB_OFFLINE": "1",
 }
 
+TMPDIR = "TMPDIR"  # set per stage by sft_environment, for every NeMo process
+
 # convert_qwen2_hf_to_nemo.py (NeMo v2.2.0) holds the fp32 HF model (4 bytes per parameter), builds the fused QKV
 # and fc1 tensors with torch.cat while it is alive (~2.5 more for Qwen2.5's shapes), then the bf16 Megatron model:
 # ~6.5 bytes per parameter at its peak, ~230 GB of host RAM for Qwen2.5-32B (research/nemo_aligner.md 4.1).
 HF_TO_NEMO_BYTES_PER_PARAM = 7
+# convert_qwen2_nemo_to_hf.py restores the whole trained model on one device (TP = PP = 1) in bf16: 2 bytes per
+# parameter before its state-dict copies.
+NEMO_TO_HF_BYTES_PER_PARAM = 2
 # Megatron's model state per parameter with bf16 weights, fp32 gradients and the distributed optimizer (fp32 master
 # weights and two Adam moments, 12 bytes, sharded over the data- and context-parallel ranks): 6 + 12 / (DP x CP),
 # before activations (Megatron-LM's distributed-optimizer documentation).
@@ -161,7 +166,8 @@ def sft_settings_problems(cfg) -> list[str]:
 
 def _settings_checks(cfg, num_packs: int | None) -> list:
     from nemo_recipes.training.lr_schedule import check_schedule
-    from nemo_recipes.training.nemo_yaml import check_precision
+    from nemo_recipes.training.nemo_yaml import check_final_weights, check_precision
+    from nemo_recipes.training.packed_data import check_pack_attention
 
     plan, sft = parallel_plan(cfg), cfg.sft
     return [
@@ -172,6 +178,9 @@ def _settings_checks(cfg, num_packs: int | None) -> list:
         lambda: check_schedule(lr=float(sft.lr), min_lr=float(sft.min_lr), warmup_steps=int(sft.warmup_steps),
                                constant_steps=int(sft.constant_steps), max_steps=int(sft.max_steps)),
         lambda: check_precision(sft.precision),
+        lambda: check_pack_attention(sft.pack_attention),
+        lambda: check_final_weights(sft.final_weights),
+        lambda: _check_conversion_device(cfg),
         lambda: _check_cluster(cfg.cluster),
     ]
 
@@ -277,6 +286,21 @@ def _check_schedule(sft, num_packs: int | None) -> None:
         )
 
 
+def _check_conversion_device(cfg) -> None:
+    """NeMo -> HF runs after training on one device with the whole model (final_weights.py gives it a one-device
+    config, so no TP / PP / CP of training can make it fail); on a GPU its bf16 weights alone must fit."""
+    gpu_memory_gb = cfg.cluster.get("gpu_memory_gb")
+    if cfg.sft.get("nemo_to_hf_cpu_only", True) or not gpu_memory_gb:
+        return
+    weights_gb = float(cfg.student.num_params_b) * NEMO_TO_HF_BYTES_PER_PARAM
+    if weights_gb > GPU_MEMORY_HEADROOM * float(gpu_memory_gb):
+        raise UserError(
+            f"sft.nemo_to_hf_cpu_only=false converts the trained {cfg.student.name} on one GPU, whose "
+            f"{float(gpu_memory_gb):.0f} GB (cluster.gpu_memory_gb) cannot hold its ~{weights_gb:.0f} GB of bf16 "
+            "weights; set sft.nemo_to_hf_cpu_only=true."
+        )
+
+
 def _check_cluster(cluster) -> None:
     if cluster.launcher == "local":
         if int(cluster.nodes) != 1:
@@ -354,9 +378,16 @@ def _optional(node, key: str):
     return node[key]
 
 
-def sft_environment(cfg) -> dict[str, str]:
-    """Variables the training and conversion processes need on top of the caller's environment."""
+def sft_environment(cfg, tmp_dir: os.PathLike | str | None = None) -> dict[str, str]:
+    """Variables the training and conversion processes need on top of the caller's environment.
+
+    `tmp_dir` becomes TMPDIR: NeMo writes every .nemo by moving the whole distributed checkpoint into a
+    tempfile.TemporaryDirectory before taring it (nlp_overrides.py, NeMo 2.2.0) -- ~65 GB for 32B, at HF -> NeMo and
+    at the end of training -- which the container's /tmp may not hold. Give a folder on the run's file system.
+    """
     env = dict(SFT_ENVIRONMENT)
+    if tmp_dir is not None:
+        env[TMPDIR] = str(Path(tmp_dir).absolute())
     if cfg.sft.get("logger") == "wandb" and "WANDB_API_KEY" in os.environ:
         env["WANDB_API_KEY"] = os.environ["WANDB_API_KEY"]
     return env

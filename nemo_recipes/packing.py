@@ -152,13 +152,17 @@ def _special_id(tokenizer, kind: str) -> int:
 
 
 def pack_lengths(
-    lengths: np.ndarray, pack_size: int, algorithm: str = "first_fit_decreasing", seed: int = 0
+    lengths: np.ndarray, pack_size: int, algorithm: str = "first_fit_shuffle", seed: int = 0
 ) -> list[list[int]]:
     """Assign items of the given lengths to packs of capacity `pack_size`; returns the item indices of each pack.
 
-    `first_fit_decreasing` visits items longest first (ties in input order), `first_fit_shuffle` in a random order
-    seeded by `seed`; each item goes into the first pack with room. Packs are numbered in the order they were
-    opened, and list their items in the order they were placed. O(n log n).
+    `first_fit_decreasing` visits items longest first (ties in input order), `first_fit_shuffle` in NeMo's random
+    order for `seed` (see below); each item goes into the first pack with room. Packs are numbered in the order they
+    were opened, and list their items in the order they were placed. O(n log n).
+
+    NeMo's create_packing_strategy expands a length histogram (so: shortest first) and first_fit_shuffle shuffles
+    that list with NumPy's global legacy RNG; we take the same order from np.random.RandomState(seed), so after
+    np.random.seed(seed) NeMo makes packs of exactly our packs' lengths. NeMo's own script never seeds that RNG.
     """
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or (lengths.size and not np.issubdtype(lengths.dtype, np.integer)):
@@ -173,7 +177,8 @@ def pack_lengths(
     if algorithm == "first_fit_decreasing":
         order = np.argsort(-lengths.astype(np.int64), kind="stable")
     elif algorithm == "first_fit_shuffle":
-        order = np.random.default_rng(seed).permutation(lengths.size)
+        shortest_first = np.argsort(lengths, kind="stable")
+        order = shortest_first[np.random.RandomState(seed).permutation(lengths.size)]
     else:
         raise ValueError(f"unknown packing algorithm {algorithm!r}; choose one of {', '.join(PACKING_ALGORITHMS)}.")
 
@@ -256,7 +261,7 @@ def pack_sft_file(
     *,
     pack_size: int,
     seed: int = 0,
-    algorithm: str = "first_fit_decreasing",
+    algorithm: str = "first_fit_shuffle",
     context_parallel_size: int = 1,
     prompt_template: str = "{input}{output}",
     add_eos: bool = False,

@@ -96,10 +96,17 @@ def _training(cfg) -> Estimate:
     if student.source == "toy" or (sft.backend == "torch_reference" and int(cluster.gpus_per_node) == 0):
         return Estimate(disk_gb=params * 16 / GB + 0.01, models=("base",), basis="reference trainer on CPU")
     tokens = sft.max_steps * sft.global_batch_size * sft.pack_size
-    flops = 6 * params * tokens  # forward + backward of a dense decoder; attention stays within each packed sample
+    flops = 6 * params * tokens  # forward + backward of a dense decoder's weights
+    if sft.pack_attention == "whole_pack":
+        # Each token also attends to ~pack_size / 2 earlier ones: QK^T and AV, 4 x hidden FLOPs per pair forward,
+        # 3x with backward (per_example keeps each token to its own ~3K-token example: left out).
+        flops += 12 * int(student.num_layers) * int(student.hidden_size) * sft.pack_size / 2 * tokens
     hours = flops / (cluster.gpu_bf16_tflops * 1e12 * cluster.assumed_mfu) / 3600
-    checkpoints = min(5, math.ceil(sft.max_steps / sft.save_interval)) + 1  # save_top_k 5, plus the -last copy
-    kept = 2 * BF16_BYTES_PER_PARAM  # the trained .nemo and the HF export
+    from nemo_recipes.training.nemo_yaml import checkpoints_kept
+
+    checkpoints = min(checkpoints_kept(sft), math.ceil(sft.max_steps / sft.save_interval)) + 1  # and the -last copy
+    # the trained .nemo, the HF export, and the averaged weights (the last checkpoint's are hard links)
+    kept = (3 if sft.final_weights == "average" else 2) * BF16_BYTES_PER_PARAM
     transient = BF16_BYTES_PER_PARAM  # the NeMo->HF converter's intermediate weights file
     # the base .nemo, packed and unpacked (restore_from_path), and the Megatron checkpoints
     training = 2 * BF16_BYTES_PER_PARAM + CHECKPOINT_BYTES_PER_PARAM * checkpoints
@@ -118,7 +125,8 @@ def _training(cfg) -> Estimate:
             memory = state + activations
             memory_basis = (f"{state:.0f} GB of weights, gradients and optimizer shard + {activations:.0f} GB of "
                             f"activations at {sft.pack_size} tokens per pack")
-    basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens ({sft.max_steps} steps x "
+    attention = " + attention across each pack" if sft.pack_attention == "whole_pack" else ""
+    basis = (f"6 x {student.num_params_b}B params x {tokens / 1e6:,.0f}M tokens{attention} ({sft.max_steps} steps x "
              f"{sft.global_batch_size} packs x {sft.pack_size}) at {cluster.assumed_mfu:.0%} of "
              f"{cluster.gpu_bf16_tflops} TFLOP/s, `cluster.assumed_mfu`, an assumption; {checkpoints} checkpoints")
     return Estimate(gpus=gpus, gpu_hours=hours, disk_gb=params * kept / GB, peak_extra_gb=params * transient / GB,

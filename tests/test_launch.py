@@ -73,6 +73,12 @@ def test_paper_plan_for_32b_on_four_nodes_passes_and_has_one_replica():
         (["~cluster.partition"], {}, "cluster.partition must be set when cluster.launcher is slurm."),
         (["cluster.launcher=local"], {}, "cluster.launcher local runs on one node, but cluster.nodes is 4."),
         (["cluster.launcher=k8s"], {}, "cluster.launcher is 'k8s'; use local or slurm."),
+        # Settings that would only fail after training: refused before the first stage.
+        (["sft.final_weights=best"], {}, "sft.final_weights is 'best'; use one of average, last."),
+        (["sft.pack_attention=causal"], {}, "sft.pack_attention 'causal' is not one of whole_pack, per_example."),
+        (["sft.nemo_to_hf_cpu_only=false", "cluster.gpu_memory_gb=40"], {},
+         "sft.nemo_to_hf_cpu_only=false converts the trained Qwen2.5-32B on one GPU, whose 40 GB "
+         "(cluster.gpu_memory_gb) cannot hold its ~66 GB of bf16 weights; set sft.nemo_to_hf_cpu_only=true."),
     ],
 )
 def test_each_rule_raises_its_own_sentence(overrides, kwargs, sentence):

@@ -38,10 +38,13 @@ def test_main_experiment_yaml_carries_every_paper_default():
     assert train_ds["global_batch_size"] == 1024 and train_ds["micro_batch_size"] == 1
     assert trainer["sft"]["max_steps"] == 50
     assert trainer["sft"]["max_epochs"] == 10000  # never caps the 50 steps
-    assert trainer["sft"]["gradient_clip_val"] == 1.0
+    assert trainer["sft"]["gradient_clip_val"] is None  # NeMo-Skills: no clipping
     assert model["data"]["sample"] is True  # 20 examples up-sampled to 50 x 1024 packs
 
-    assert train_ds["packed_sequence"] is True and train_ds["packed_sequence_return_cu_seqlen"] is True
+    # NeMo-Skills' Aligner at paper time: no cu_seqlens, each pack one causal sequence.
+    assert train_ds["packed_sequence"] is True and train_ds["packed_sequence_return_cu_seqlen"] is False
+    # NeMo-Skills' checkpoint format, which the averaging of every saved checkpoint reads.
+    assert model["dist_ckpt_format"] == "zarr"
     assert train_ds["max_seq_length"] == 16384 == model["encoder_seq_length"]
     assert (train_ds["prompt_template"], train_ds["label_key"], train_ds["add_eos"]) == ("{input}{output}",
                                                                                          "output", False)
@@ -119,7 +122,7 @@ def test_written_yaml_resolves_like_nemo_will_read_it(tmp_path):
     loaded = OmegaConf.load(path)
     OmegaConf.resolve(loaded)  # what resolve_and_create_trainer does first
     assert loaded.trainer.max_steps == 50 and loaded.trainer.max_epochs == 10000
-    assert loaded.trainer.gradient_clip_val == 1.0
+    assert loaded.trainer.gradient_clip_val is None
     assert loaded.model.global_batch_size == 1024 and loaded.model.micro_batch_size == 1
     validation = loaded.model.data.validation_ds
     assert validation.packed_sequence is True and validation.global_batch_size == 1024
@@ -146,6 +149,8 @@ def test_logger_choice(logger, tensorboard, wandb):
         (["sft.precision=16-mixed"], "sft.precision is '16-mixed', but NeMo-Aligner SFT with megatron_amp_O2"),
         (["cluster.time_limit='4h'"], "cluster.time_limit '4h' is not in Slurm's [D-]HH:MM:SS form."),
         (["cluster.time_limit='00:10:00'"], "cluster.time_limit '00:10:00' leaves no time to train"),
+        (["sft.final_weights=best"], "sft.final_weights is 'best'; use one of average, last."),
+        (["sft.pack_attention=sliding"], "sft.pack_attention 'sliding' is not one of whole_pack, per_example."),
     ],
 )
 def test_yaml_rejects_unusable_settings(overrides, sentence):
@@ -163,6 +168,25 @@ def test_local_runs_have_no_time_limit_and_one_node():
     config = build(compose_cfg(cluster="local"))
     assert "max_time_per_run" not in config["exp_manager"]
     assert (config["trainer"]["num_nodes"], config["trainer"]["devices"]) == (1, 8)
+
+
+@pytest.mark.parametrize("overrides, clip, cu_seqlens, checkpoint_format", [
+    ([], None, False, "zarr"),  # NeMo-Skills' defaults at paper time
+    (["sft.gradient_clip_val=1.0", "sft.pack_attention=per_example", "sft.final_weights=last"],
+     1.0, True, "torch_dist"),  # NeMo-Aligner 0.7.0's own
+])
+def test_each_nemo_skills_default_is_one_override_from_aligners(overrides, clip, cu_seqlens, checkpoint_format):
+    config = build(compose_cfg(*overrides))
+    assert config["trainer"]["sft"]["gradient_clip_val"] == clip
+    assert config["model"]["data"]["train_ds"]["packed_sequence_return_cu_seqlen"] is cu_seqlens
+    assert config["model"]["dist_ckpt_format"] == checkpoint_format
+
+
+def test_averaging_keeps_every_save_that_it_averages():
+    averaged = build(compose_cfg("sft.save_interval=5", "sft.val_check_interval=5"))
+    assert averaged["exp_manager"]["checkpoint_callback_params"]["save_top_k"] == 10  # 50 steps / 5
+    last = build(compose_cfg("sft.save_interval=5", "sft.val_check_interval=5", "sft.final_weights=last"))
+    assert last["exp_manager"]["checkpoint_callback_params"]["save_top_k"] == 5
 
 
 def test_activation_checkpointing_switch():
@@ -232,6 +256,9 @@ def sft_inputs(tmp_path):
     cfg = compose_cfg(
         f"cluster.nemo_dir={nemo_dir}", f"cluster.nemo_aligner_dir={aligner_dir}",
         "student.num_params_b=0.001",  # keeps the HF->NeMo RAM check satisfiable on any test box
+        # The final weights are written by our module for real; averaging reads zarr, which only .venv-nemo has
+        # (tests/nemo_compat average Megatron's own checkpoints), so these runs take the last checkpoint.
+        "sft.final_weights=last",
         student="qwen2.5-7b", cluster="local",
     )
     return dict(cfg=cfg, stage_dir=tmp_path / "runs" / "sft", packed=packed, hf=hf, nemo_dir=nemo_dir,
@@ -239,13 +266,16 @@ def sft_inputs(tmp_path):
 
 
 class FakeLauncher:
-    """Records each command and writes the output its real script would write."""
+    """Records each command and its environment, and writes the output its real script would write (ours, the
+    final weights, runs for real)."""
 
     def __init__(self, fail_step=None, skip_output_step=None):
         self.commands, self.fail_step, self.skip_output_step = [], fail_step, skip_output_step
+        self.environments = []
 
     def __call__(self, command, log_path, environment):
         self.commands.append(list(command))
+        self.environments.append(dict(environment))
         step = log_path.stem
         connections = environment["CUDA_DEVICE_MAX_CONNECTIONS"]
         log_path.write_text(f"{step} ran with CUDA_DEVICE_MAX_CONNECTIONS={connections}\n")
@@ -261,29 +291,54 @@ class FakeLauncher:
             return Path(command[command.index(flag) + 1])
 
         if step == "hf_to_nemo":  # a .nemo is a plain tar of the config and the weights folder
-            import tarfile
-
-            with tarfile.open(arg("--output_path"), "w:") as nemo:
-                for name, data in (("model_config.yaml", b"precision: bf16\n"), ("model_weights/common.pt", b"w")):
-                    member = tarfile.TarInfo(f"./{name}")
-                    member.size = len(data)
-                    nemo.addfile(member, io.BytesIO(data))
-        elif step == "unpack_base":  # Python's own tarfile command: run it for real
+            write_nemo(arg("--output_path"), BASE_MODEL_CONFIG)
+        elif step in ("unpack_base", "final_weights"):  # Python's tarfile command and our module: run for real
             import subprocess
 
             subprocess.run([sys.executable, *command[1:]], check=True)
-        elif step == "train":
+        elif step == "train":  # NeMo saves the training's model section, parallelism included, in the .nemo
             config = yaml.safe_load((Path(command[-2].split("=", 1)[1]) / "gpt_sft.yaml").read_text())
-            final = Path(config["exp_manager"]["explicit_log_dir"]) / "checkpoints" / "megatron_gpt_sft.nemo"
-            final.parent.mkdir(parents=True)
-            final.write_bytes(b"trained")
-            checkpoint = final.parent / "megatron_gpt_sft--step=50-last" / "model_weights"
-            checkpoint.mkdir(parents=True)
-            (checkpoint / "shard_0.distcp").write_bytes(b"optimizer and weights")
+            checkpoints = Path(config["exp_manager"]["explicit_log_dir"]) / "checkpoints"
+            checkpoints.mkdir(parents=True)
+            write_nemo(checkpoints / "megatron_gpt_sft.nemo", {**BASE_MODEL_CONFIG, **{
+                key: config["model"][key] for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size",
+                                                      "context_parallel_size", "sequence_parallel")}})
+            for name in ("megatron_gpt_sft--val_loss=1.234-step=50-consumed_samples=51200.0-epoch=0",
+                         "megatron_gpt_sft--val_loss=1.234-step=50-consumed_samples=51200.0-epoch=0-last"):
+                for entry, data in (("common.pt", b"common"), ("metadata.json", b'{"sharded_backend": "zarr"}'),
+                                    ("model.decoder.final_layernorm.weight/0", b"w"),
+                                    ("optimizer.state.exp_avg.model.decoder.final_layernorm.weight/0", b"m")):
+                    (checkpoints / name / entry).parent.mkdir(parents=True, exist_ok=True)
+                    (checkpoints / name / entry).write_bytes(data)
         elif step == "nemo_to_hf":
             arg("--output_path").write_bytes(b"weights")
             arg("--hf_output_path").mkdir()
             (arg("--hf_output_path") / "model.safetensors").write_bytes(b"w")
+
+
+BASE_MODEL_CONFIG = {"precision": "bf16", "tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1,
+                     "hidden_size": 3584, "num_layers": 28}
+
+
+def write_nemo(path, model_config):
+    import tarfile
+
+    with tarfile.open(path, "w:") as nemo:
+        for name, data in (("model_config.yaml", yaml.safe_dump(model_config).encode()),
+                           ("model_weights/common.pt", b"w")):
+            member = tarfile.TarInfo(f"./{name}")
+            member.size = len(data)
+            nemo.addfile(member, io.BytesIO(data))
+
+
+def converter_input_config(path: Path) -> dict:
+    """model_config.yaml of what convert_qwen2_nemo_to_hf.py restores: a .nemo tar or an unpacked folder."""
+    import tarfile
+
+    if path.is_dir():
+        return yaml.safe_load((path / "model_config.yaml").read_text())
+    with tarfile.open(path) as nemo:
+        return yaml.safe_load(nemo.extractfile("./model_config.yaml").read())
 
 
 def run(inputs, launcher, **overrides):
@@ -304,8 +359,11 @@ def test_plan_lists_convert_train_convert_back_for_one_node(sft_inputs):
         ["python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=8",
          str(sft_inputs["aligner_dir"] / "examples/nlp/gpt/train_gpt_sft.py"),
          f"--config-path={stage}", "--config-name=gpt_sft"],
+        ["python", "-m", "nemo_recipes.training.final_weights", "last", "--checkpoint-dir",
+         str(stage / "training/checkpoints"), "--base-model-dir", str(stage / "base_model"),
+         "--output-dir", str(stage / "final_nemo")],
         ["python", str(nemo_dir / conversion.NEMO_TO_HF_SCRIPT),
-         "--input_name_or_path", str(stage / "training/checkpoints/megatron_gpt_sft.nemo"),
+         "--input_name_or_path", str(stage / "final_nemo"),
          "--output_path", str(stage / "hf_weights.bin"), "--hf_input_path", str(hf),
          "--hf_output_path", str(stage / "model"), "--precision", "bf16", "--cpu-only"],
     ]
@@ -327,9 +385,10 @@ def test_run_sft_runs_each_step_with_its_log_and_returns_the_hf_folder(sft_input
 
     assert model_dir == stage / "model"
     assert [Path(c[1]).name if c[1] != "-m" else c[2] for c in launcher.commands] == [
-        "convert_qwen2_hf_to_nemo.py", "tarfile", "torch.distributed.run", "convert_qwen2_nemo_to_hf.py"]
+        "convert_qwen2_hf_to_nemo.py", "tarfile", "torch.distributed.run", "nemo_recipes.training.final_weights",
+        "convert_qwen2_nemo_to_hf.py"]
     assert (stage / "base_model" / "model_config.yaml").is_file()  # unpacked once, for every rank to read
-    for step in ("hf_to_nemo", "unpack_base", "train", "nemo_to_hf"):
+    for step in ("hf_to_nemo", "unpack_base", "train", "final_weights", "nemo_to_hf"):
         assert "CUDA_DEVICE_MAX_CONNECTIONS=1" in (stage / "logs" / f"{step}.log").read_text()
         marker = json.loads((stage / "logs" / f"{step}.done").read_text())
         assert marker["step"] == step and marker["command"] in launcher.commands
@@ -348,7 +407,8 @@ def test_checkpoints_are_kept_unless_asked_and_the_models_always_are(sft_inputs)
     stage = sft_inputs["stage_dir"]
     checkpoints = stage / "training" / "checkpoints"
     run(sft_inputs, FakeLauncher())
-    assert (checkpoints / "megatron_gpt_sft--step=50-last").is_dir() and (stage / "base_model.nemo").exists()
+    last = "megatron_gpt_sft--val_loss=1.234-step=50-consumed_samples=51200.0-epoch=0-last"
+    assert (checkpoints / last).is_dir() and (stage / "base_model.nemo").exists()
 
     shutil.rmtree(stage)
     sft_inputs["cfg"].sft.keep_checkpoints = False
@@ -356,6 +416,8 @@ def test_checkpoints_are_kept_unless_asked_and_the_models_always_are(sft_inputs)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["megatron_gpt_sft.nemo"]
     assert not (stage / "base_model.nemo").exists() and not (stage / "base_model").exists()
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    # The final weights were hard links into the -last checkpoint: they outlive it.
+    assert (stage / "final_nemo" / "model_weights" / "model.decoder.final_layernorm.weight" / "0").read_bytes() == b"w"
 
 
 def test_a_crashed_training_is_resumed_without_converting_again(sft_inputs):
@@ -363,7 +425,7 @@ def test_a_crashed_training_is_resumed_without_converting_again(sft_inputs):
         run(sft_inputs, FakeLauncher(fail_step="train"))
     retry = FakeLauncher()
     run(sft_inputs, retry)
-    assert len(retry.commands) == 2 and "torch.distributed.run" in retry.commands[0]
+    assert len(retry.commands) == 3 and "torch.distributed.run" in retry.commands[0]
 
 
 def test_training_that_stops_early_is_not_converted(sft_inputs):
@@ -415,3 +477,63 @@ def test_run_logged_captures_output_and_environment(tmp_path):
     assert status == 3
     text = log.read_text()
     assert "$ " in text and "rank0 1" in text
+
+
+@pytest.mark.parametrize("context_parallel_size", [2, 4])
+def test_the_converter_reads_a_one_device_config_whatever_the_training_cp(sft_inputs, context_parallel_size):
+    """convert_qwen2_nemo_to_hf.py restores on one device and resets only TP and PP; NeMo's megatron_init then
+    asserts world_size 1 % (TP x PP x CP) == 0. It must never see the trained model's CP (7B's default 2, or 4 on
+    four nodes)."""
+    cfg = sft_inputs["cfg"]
+    cfg.student.parallel.cp = context_parallel_size
+    cfg.cluster.gpus_per_node = 4 * context_parallel_size
+    launcher = FakeLauncher()
+    run(sft_inputs, launcher, packed_context_parallel_size=context_parallel_size)
+
+    trained = converter_input_config(sft_inputs["stage_dir"] / "training/checkpoints/megatron_gpt_sft.nemo")
+    assert trained["context_parallel_size"] == context_parallel_size  # what NeMo saved after training
+    to_hf = launcher.commands[-1]
+    read = converter_input_config(Path(to_hf[to_hf.index("--input_name_or_path") + 1]))
+    layout = read["tensor_model_parallel_size"] * read["pipeline_model_parallel_size"] * read["context_parallel_size"]
+    assert 1 % layout == 0 and read["sequence_parallel"] is False
+    assert {key: read[key] for key in ("hidden_size", "num_layers", "precision")} == {
+        "hidden_size": 3584, "num_layers": 28, "precision": "bf16"}  # the base model's own config
+    weights = sft_inputs["stage_dir"] / "final_nemo" / "model_weights"
+    assert sorted(p.name for p in weights.iterdir()) == ["common.pt", "metadata.json",
+                                                         "model.decoder.final_layernorm.weight"]  # no optimizer
+
+
+def test_every_nemo_process_stages_its_temporary_files_on_the_runs_file_system(sft_inputs, tmp_path):
+    launcher = FakeLauncher()
+    run(sft_inputs, launcher)
+    tmp_dir = sft_inputs["stage_dir"] / "tmp"
+    assert [env["TMPDIR"] for env in launcher.environments] == [str(tmp_dir)] * 5  # torchrun and python alike
+    assert tmp_dir.is_dir()
+
+    # In a Slurm job every task runs these same commands with this environment; the job's own TMPDIR (runs_root/.tmp)
+    # reaches the container by name (tests/test_launching.py).
+
+    # The docker command that says how to enter the container sets it too.
+    (sft_inputs["aligner_dir"] / "examples/nlp/gpt/train_gpt_sft.py").unlink()
+    shutil.rmtree(sft_inputs["stage_dir"])
+    with pytest.raises(UserError) as error:
+        run(sft_inputs, FakeLauncher())
+    assert f"-e TMPDIR={tmp_dir}" in str(error.value)
+
+
+def test_a_killed_steps_temporary_files_are_cleared_before_the_next(sft_inputs):
+    tmp_dir = sft_inputs["stage_dir"] / "tmp"
+    with pytest.raises(UserError):
+        run(sft_inputs, FakeLauncher(fail_step="train"))
+    (tmp_dir / "tmpabc123").mkdir()
+    (tmp_dir / "tmpabc123" / "model_weights.half").write_bytes(b"a staged checkpoint cut off by a kill")
+    run(sft_inputs, FakeLauncher())
+    assert list(tmp_dir.iterdir()) == []
+
+
+def test_the_default_final_weights_average_every_saved_checkpoint(sft_inputs):
+    cfg = sft_inputs["cfg"]
+    cfg.sft.final_weights = "average"
+    final = plan_sft(cfg, stage_dir=sft_inputs["stage_dir"], packed_data_path=sft_inputs["packed"],
+                     hf_model_dir=str(sft_inputs["hf"]))[3]
+    assert final[1:4] == ["-m", "nemo_recipes.training.final_weights", "average"]

@@ -123,8 +123,8 @@ def test_pack_lengths_is_exactly_first_fit_in_its_order(algorithm):
         lengths = rng.integers(0, capacity + 1, size=int(rng.integers(1, 200)))
         if algorithm == "first_fit_decreasing":
             order = np.argsort(-lengths, kind="stable")
-        else:
-            order = np.random.default_rng(trial).permutation(lengths.size)
+        else:  # NeMo's: the lengths shortest first, shuffled by NumPy's legacy RNG
+            order = np.argsort(lengths, kind="stable")[np.random.RandomState(trial).permutation(lengths.size)]
         assert pack_lengths(lengths, capacity, algorithm, seed=trial) == textbook_first_fit(lengths, capacity, order)
 
 
@@ -230,3 +230,12 @@ def test_too_long_sample_is_refused_by_id_and_lengths(tmp_path, tiny_tokenizer_d
     message = str(error.value)
     assert "'p1'" in message and f"{n} tokens" in message and f"{n - 1} positions" in message and "128" in message
     assert not list(tmp_path.glob("*.npy"))
+
+
+def test_the_recipe_packs_as_nemo_skills_did_first_fit_in_nemos_shuffled_order():
+    from nemo_recipes.cli import compose_config
+
+    for experiment in ("main", "demo"):
+        assert compose_config([f"experiment={experiment}"]).sft.packing_algorithm == "first_fit_shuffle"
+    lengths = np.random.default_rng(4).integers(1, 100, size=300)
+    assert pack_lengths(lengths, 256) == pack_lengths(lengths, 256, "first_fit_shuffle", seed=0)

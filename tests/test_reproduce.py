@@ -184,10 +184,10 @@ def test_a_targets_plan_counts_a_stage_its_runs_share_once(tmp_path, capsys):
         assert re.search(rf"{stage} +\[reused from run main\]", incorrect), stage
     for stage in ("select", "pack", "sft", "sample_sft"):
         assert re.search(rf"{stage} +\[pending\]", incorrect), stage
-    # The incorrect run costs only its own SFT (132.5) and SFT evaluation (36.4); the target adds main's 248.0.
+    # The incorrect run costs only its own SFT (154.2) and SFT evaluation (36.4); the target adds main's 269.6.
     runs = [float(hours.replace(",", "")) for hours in re.findall(r"\nstill to run: ~([\d,.]+) GPU-hours", plan)]
-    assert runs == [248.0, 168.9]
-    assert "target ablation-correctness, still to run: ~416.9 GPU-hours" in plan
+    assert runs == [269.6, 190.6]
+    assert "target ablation-correctness, still to run: ~460.2 GPU-hours" in plan
 
 
 def test_an_edited_paper_figure_makes_the_runs_report_stage_render_again(tmp_path, monkeypatch):

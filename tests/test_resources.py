@@ -25,7 +25,7 @@ def test_sampling_cost_is_tokens_over_replica_throughput_times_its_gpus():
 
 
 def test_training_cost_is_six_flops_per_parameter_and_token_at_the_stated_mfu():
-    cfg = compose_config(["experiment=main"])
+    cfg = compose_config(["experiment=main", "sft.pack_attention=per_example", "sft.final_weights=last"])
     cost = estimate(cfg, _stage(cfg, "sft"), None)
     tokens = 50 * 1024 * 16384
     assert cost.gpu_hours == pytest.approx(6 * 32.8e9 * tokens / (989e12 * 0.35) / 3600)
@@ -33,13 +33,21 @@ def test_training_cost_is_six_flops_per_parameter_and_token_at_the_stated_mfu():
     # while it runs also the converter's intermediate weights file
     assert cost.disk_gb == pytest.approx(32.8e9 * (2 * 4 + 14 * 2) / 1e9)
     assert cost.peak_extra_gb == pytest.approx(32.8e9 * 2 / 1e9)
-    lean = compose_config(["experiment=main", "sft.keep_checkpoints=false"])
+    lean = compose_config(["experiment=main", "sft.keep_checkpoints=false", "sft.final_weights=last"])
     lean_cost = estimate(lean, _stage(lean, "sft"), None)
     assert lean_cost.disk_gb == pytest.approx(32.8e9 * 4 / 1e9)  # trained .nemo + HF export stay
     assert lean_cost.disk_gb + lean_cost.peak_extra_gb == pytest.approx(cost.disk_gb + cost.peak_extra_gb)
+
+    # The defaults (NeMo-Skills'): every token attends to ~8K earlier ones of its pack, and the averaged weights
+    # are one more bf16 copy.
+    default = compose_config(["experiment=main"])
+    default_cost = estimate(default, _stage(default, "sft"), None)
+    attention = 12 * 64 * 5120 * 16384 / 2 * tokens
+    assert default_cost.gpu_hours == pytest.approx((6 * 32.8e9 * tokens + attention) / (989e12 * 0.35) / 3600)
+    assert default_cost.disk_gb == pytest.approx(cost.disk_gb + 32.8e9 * 2 / 1e9)
     assert cost.gpus == 8 and cost.models == ("base",)
     halved = compose_config(["experiment=main", "sft.max_steps=25", "cluster.assumed_mfu=0.7"])
-    assert estimate(halved, _stage(halved, "sft"), None).gpu_hours == pytest.approx(cost.gpu_hours / 4)
+    assert estimate(halved, _stage(halved, "sft"), None).gpu_hours == pytest.approx(default_cost.gpu_hours / 4)
 
 
 def test_the_toy_demo_needs_no_gpu_and_no_download():

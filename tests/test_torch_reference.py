@@ -41,7 +41,8 @@ def records():
 def packed_path(tmp_path_factory, tiny_tokenizer_dir, records):
     directory = tmp_path_factory.mktemp("packed")
     write_jsonl(directory / "sft.jsonl", records)
-    return pack_sft_file(directory / "sft.jsonl", tiny_tokenizer_dir, directory, pack_size=128).path
+    return pack_sft_file(directory / "sft.jsonl", tiny_tokenizer_dir, directory, pack_size=128,
+                         algorithm="first_fit_decreasing").path
 
 
 def load_model(model_dir, attn_implementation="sdpa"):
@@ -103,12 +104,13 @@ def test_block_causal_mask_blocks_attention_across_sub_sequences():
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("members", [[2], [0, 1, 3], [4, 2, 1, 0]])
-def test_packed_losses_equal_unpacked_losses(tiny_student_dir, tokenizer, records, attn_implementation, members):
+def test_per_example_packed_losses_equal_each_example_run_alone(tiny_student_dir, tokenizer, records,
+                                                                 attn_implementation, members):
     model = load_model(tiny_student_dir, attn_implementation)
     eos = tokenizer.eos_token_id
     samples = [tokenize_sft_example(tokenizer, records[i]) for i in members]
     with torch.no_grad():
-        loss, per_token, mask = packed_loss(model, make_pack(samples, eos))
+        loss, per_token, mask = packed_loss(model, make_pack(samples, eos), pack_attention="per_example")
 
     unpacked = [unpacked_token_losses(model, s, eos) for s in samples]
     expected_losses = torch.cat([losses for losses, _ in unpacked])
@@ -120,21 +122,34 @@ def test_packed_losses_equal_unpacked_losses(tiny_student_dir, tokenizer, record
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_without_the_block_mask_later_sequences_see_earlier_ones(
-    tiny_student_dir, tokenizer, records, attn_implementation, monkeypatch
-):
+@pytest.mark.parametrize("members", [[2], [0, 1, 3], [4, 2, 1, 0]])
+def test_whole_pack_losses_equal_the_pack_run_as_one_causal_sequence(tiny_student_dir, tokenizer, records,
+                                                                      attn_implementation, members):
+    model = load_model(tiny_student_dir, attn_implementation)
+    pack = make_pack([tokenize_sft_example(tokenizer, records[i]) for i in members], tokenizer.eos_token_id)
+    batch = packed_batch(pack)
+    with torch.no_grad():
+        loss, per_token, mask = packed_loss(model, pack, pack_attention="whole_pack")
+        # The collated row, no mask, default positions 0..T-1: what Megatron runs without cu_seqlens.
+        logits = model(input_ids=batch["tokens"]).logits[0]
+    expected = torch.nn.functional.cross_entropy(logits, batch["labels"][0], reduction="none")
+    torch.testing.assert_close(per_token, expected, rtol=0, atol=1e-5)
+    assert torch.equal(mask, batch["loss_mask"][0])
+    assert loss.item() == pytest.approx(((expected * mask).sum() / mask.sum()).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_the_two_attentions_agree_on_a_packs_first_example_only(tiny_student_dir, tokenizer, records,
+                                                                 attn_implementation):
     model = load_model(tiny_student_dir, attn_implementation)
     samples = [tokenize_sft_example(tokenizer, records[i]) for i in (0, 1)]
     pack = make_pack(samples, tokenizer.eos_token_id)
     with torch.no_grad():
-        _, block_diagonal, _ = packed_loss(model, pack)
-        # One causal block over the whole pack: the leak this test guards against.
-        monkeypatch.setattr(torch_reference, "block_causal_mask", lambda lengths, device: block_causal_mask(
-            [sum(lengths)], device))
-        _, leaking, _ = packed_loss(model, pack)
+        _, isolated, _ = packed_loss(model, pack, pack_attention="per_example")
+        _, whole, _ = packed_loss(model, pack, pack_attention="whole_pack")
     first = len(samples[0]["input_ids"]) - 1
-    torch.testing.assert_close(leaking[:first], block_diagonal[:first], rtol=0, atol=1e-5)
-    assert (leaking[first:] - block_diagonal[first:]).abs().max() > 1e-3
+    torch.testing.assert_close(whole[:first], isolated[:first], rtol=0, atol=1e-5)
+    assert (whole[first:] - isolated[first:]).abs().max() > 1e-3  # the second example sees the first
 
 
 # --- schedule and sampling ----------------------------------------------------------------------------------------
@@ -265,12 +280,33 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path, tiny_student_d
         train(packed_path, tiny_student_dir, tmp_path / "crashed", **{**args, "lr": 2e-2})
 
 
+def test_average_final_weights_are_the_mean_of_every_saved_checkpoint(tmp_path, tiny_student_dir, packed_path):
+    from safetensors.torch import load_file
+
+    args = {**TRAIN_ARGS, "save_interval": 2}
+    last = train(packed_path, tiny_student_dir, tmp_path / "last", **args, final_weights="last")
+    averaged = train(packed_path, tiny_student_dir, tmp_path / "average", **args, final_weights="average")
+    assert (last["final_weights"], averaged["final_weights"]) == ("last step", "average of steps 2, 4")
+
+    saved = [load_file(tmp_path / "average" / "checkpoints" / f"step_{s}" / "model" / "model.safetensors")
+             for s in (2, 4)]
+    final = load_file(tmp_path / "average" / "model" / "model.safetensors")
+    assert final.keys() == saved[0].keys()
+    for name in final:
+        torch.testing.assert_close(final[name], (saved[0][name] + saved[1][name]) / 2)
+    assert any(not torch.equal(final[name], saved[1][name]) for name in final)  # not merely the last step's
+    last_weights = load_file(tmp_path / "last" / "model" / "model.safetensors")
+    assert all(torch.equal(last_weights[name], saved[1][name]) for name in final)  # same training, same steps
+
+
 # Pinned on torch 2.13.0 CPU / transformers 5.24: the first losses of the fixed-seed tiny student on the fixed packs.
-# A change here means the trainer's numbers moved (loss reduction, masking, shifting, schedule or optimizer).
-EXPECTED_FIRST_LOSSES = [5.994550, 5.788887, 5.614902]
+# A change here means the trainer's numbers moved (loss reduction, masking, shifting, attention, schedule or optimizer).
+EXPECTED_FIRST_LOSSES = {"per_example": [5.994550, 5.788887, 5.614902], "whole_pack": [5.994536, 5.789800, 5.613199]}
 
 
-def test_first_losses_are_pinned(tmp_path, tiny_student_dir, packed_path):
-    train(packed_path, tiny_student_dir, tmp_path, **{**TRAIN_ARGS, "max_steps": 3}, log_path=tmp_path / "log.jsonl")
+@pytest.mark.parametrize("pack_attention", ["per_example", "whole_pack"])
+def test_first_losses_are_pinned(tmp_path, tiny_student_dir, packed_path, pack_attention):
+    train(packed_path, tiny_student_dir, tmp_path, **{**TRAIN_ARGS, "max_steps": 3}, pack_attention=pack_attention,
+          log_path=tmp_path / "log.jsonl")
     losses = [r["loss"] for r in read_log(tmp_path / "log.jsonl")]
-    assert losses == pytest.approx(EXPECTED_FIRST_LOSSES, rel=1e-4)
+    assert losses == pytest.approx(EXPECTED_FIRST_LOSSES[pack_attention], rel=1e-4)

@@ -21,6 +21,7 @@ import time
 from nemo_recipes.data.problems import planned_problem_count, prepared_problems_file
 from nemo_recipes.data.prompts import render_prompt
 from nemo_recipes.errors import UserError
+from nemo_recipes.generation.top_k import resolved_sampling
 from nemo_recipes.io import iter_jsonl, read_jsonl, write_jsonl
 from nemo_recipes.models import model_config, model_name, model_path, sampling_config
 
@@ -30,7 +31,7 @@ _SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt"
 
 def run(ctx) -> dict:
     role = ctx.stage.param("role")
-    sampling = sampling_config(ctx.cfg, role)
+    sampling = resolved_sampling(ctx.cfg, role)  # top_k null: the model's generation_config.json
     problems, requests, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ def run(ctx) -> dict:
     ctx.log(f"{len(records)} generations ({len(problems)} problems x {sampling.n}), {tokens} tokens, "
             f"{truncated} truncated at max_tokens")
     return {"num_generations": len(records), "num_problems": len(problems), "generated_tokens": tokens,
-            "truncated": truncated, "model": model_name(ctx.cfg, role)}
+            "truncated": truncated, "model": model_name(ctx.cfg, role), "top_k": sampling.top_k}
 
 
 def plan(ctx) -> list[str]:
@@ -242,7 +243,7 @@ def generate_replica(ctx, replica: int, replicas: int) -> None:
     """A replica worker: this node's chunks not on disk yet, each claimed before it is generated, so the replicas
     share the work as they go (generation/replicas.py)."""
     role = ctx.stage.param("role")
-    sampling = sampling_config(ctx.cfg, role)
+    sampling = resolved_sampling(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)
     chunk_dir = ctx.dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)

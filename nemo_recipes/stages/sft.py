@@ -41,6 +41,7 @@ def run(ctx) -> dict:
                     constant_steps=s.constant_steps, weight_decay=s.weight_decay, betas=tuple(s.betas),
                     global_batch_size=s.global_batch_size, max_steps=s.max_steps, upsample=s.upsample,
                     gradient_clip_val=s.gradient_clip_val, seed=s.seed, save_interval=s.save_interval,
+                    final_weights=s.final_weights, pack_attention=s.pack_attention,
                     progress=ctx.progress, log_path=ctx.dir / "train_log.jsonl", precision=s.precision,
                     loss_mask_alignment=pack_summary["loss_mask_alignment"], deadline=training_deadline(cfg.cluster))
     ctx.log(f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}, {summary['seconds']:.0f} s")
@@ -61,7 +62,8 @@ def plan(ctx) -> list[str]:
     cfg, s = ctx.cfg, ctx.cfg.sft
     backend = _backend(cfg)
     lines = [f"backend {backend}: LR {s.lr} -> {s.min_lr}, warmup {s.warmup_steps}, GBS {s.global_batch_size} packs, "
-             f"{s.max_steps} steps, up-sample {s.upsample}, optimizer {s.optimizer}"]
+             f"{s.max_steps} steps, up-sample {s.upsample}, optimizer {s.optimizer}, gradient clip "
+             f"{s.gradient_clip_val}, attention {s.pack_attention}, final weights {s.final_weights}"]
     if backend == "nemo_aligner":
         from nemo_recipes.training.nemo_aligner import plan_sft
 

@@ -13,19 +13,49 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nemo_recipes.errors import UserError
 from nemo_recipes.io import make_shareable
 
 STEP_DIR = re.compile(r"step_(\d+)")
 TRAINING_STATE = "training_state.pt"
+# sft.final_weights: the last step's weights, or the mean of every saved checkpoint's -- what NeMo-Skills' `ns train`
+# did by default (average_steps "all": every checkpoint but the -last copy of the final one).
+FINAL_WEIGHTS = ("average", "last")
 
 
 def latest_checkpoint(root) -> Path | None:
     """The complete checkpoint with the highest step under `root`, or None."""
+    steps = saved_checkpoints(root)
+    return steps[-1][1] if steps else None
+
+
+def saved_checkpoints(root) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under `root`, in step order."""
     root = Path(root)
     if not root.is_dir():
-        return None
-    steps = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.fullmatch(p.name))]
-    return max(steps)[1] if steps else None
+        return []
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.fullmatch(p.name)))
+
+
+def average_checkpoint_weights(root, steps=None) -> tuple[dict, list[int]]:
+    """The element-wise mean of the model weights of every checkpoint under `root` (of those `steps` only, when
+    given), summed in fp32 one checkpoint at a time and returned in each tensor's own dtype; and the steps averaged."""
+    from safetensors.torch import load_file
+
+    checkpoints = [(step, folder) for step, folder in saved_checkpoints(root) if steps is None or step in steps]
+    if not checkpoints:
+        raise UserError(f"{root} holds no checkpoint to average; set save_interval or use final_weights last.")
+    sums, dtypes = {}, {}
+    for _, folder in checkpoints:
+        files = sorted((folder / "model").glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{folder / 'model'} holds no .safetensors weights to average.")
+        for file in files:
+            for name, tensor in load_file(file).items():
+                dtypes.setdefault(name, tensor.dtype)
+                sums[name] = sums[name] + tensor.float() if name in sums else tensor.float()
+    count = len(checkpoints)
+    return {name: (total / count).to(dtypes[name]) for name, total in sums.items()}, [s for s, _ in checkpoints]
 
 
 def remove_partial_checkpoints(root) -> None:

@@ -2,7 +2,8 @@
 inside the NeMo container.
 
 HF -> NeMo:  {nemo_dir}/scripts/checkpoint_converters/convert_qwen2_hf_to_nemo.py
-NeMo -> HF:  {nemo_dir}/scripts/checkpoint_converters/convert_qwen2_nemo_to_hf.py
+NeMo -> HF:  {nemo_dir}/scripts/checkpoint_converters/convert_qwen2_nemo_to_hf.py, reading final_weights.py's folder:
+             the converter restores on one device and resets only TP and PP, so it must not see training's CP
 
 The HF -> NeMo converter writes the HF directory as given into the .nemo as its tokenizer (v2.2.0: library
 huggingface, use_fast, trust_remote_code -- harmless for a Qwen2.5 folder, which holds no code; the fast tokenizer
@@ -66,6 +67,22 @@ def unpack_nemo_program(nemo_path, output_dir) -> list[str]:
     """Python's own tarfile command unpacking a .nemo (a plain tar) into `output_dir`, for restore_from_path: NeMo and
     NeMo-Aligner restore from an unpacked folder as is (NeMo-Aligner utils.load_from_nemo, model_extracted_dir)."""
     return ["-m", "tarfile", "-e", str(Path(nemo_path).absolute()), str(Path(output_dir).absolute())]
+
+
+def final_weights_program(mode: str, *, checkpoint_dir, base_model_dir, output_dir) -> list[str]:
+    """Our final_weights.py (in the image beside NeMo): the converter's input, an unpacked .nemo of the averaged or
+    last checkpoint with the base model's one-device config, so any TP / PP / CP of training converts."""
+    return [
+        "-m",
+        "nemo_recipes.training.final_weights",
+        mode,
+        "--checkpoint-dir",
+        str(Path(checkpoint_dir).absolute()),
+        "--base-model-dir",
+        str(Path(base_model_dir).absolute()),
+        "--output-dir",
+        str(Path(output_dir).absolute()),
+    ]
 
 
 def nemo_to_hf_program(nemo_dir, *, nemo_path, hf_model_dir, weights_path, hf_output_dir, precision,

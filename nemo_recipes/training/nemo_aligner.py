@@ -8,10 +8,13 @@
 Stage folder:
     base_model.nemo            HF -> NeMo output
     base_model/                the same, unpacked once (restore_from_path): given the .nemo tarball, NeMo unpacks
-                               it on every rank into a temporary folder (~65 GB each for 32B, on /tmp)
+                               it on every rank into a temporary folder (~65 GB each for 32B)
     gpt_sft.yaml               the complete NeMo-Aligner config (nemo_yaml.py)
     training/                  exp_manager.explicit_log_dir: checkpoints/, the final .nemo, TensorBoard events
+    final_nemo/                sft.final_weights -- the average of the saved checkpoints or the last one -- as an
+                               unpacked .nemo with the base model's one-device config (final_weights.py)
     model/                     the trained model as an HF folder (weights, config, tokenizer)
+    tmp/                       TMPDIR of every NeMo process: each .nemo NeMo writes is staged there in full first
     logs/<step>.log, .done     each command's output, and a marker once it finished cleanly
 
 A rerun skips every step with its marker and output in place; a crashed training resumes from its last
@@ -72,6 +75,14 @@ class SftLayout:
         return nemo_yaml.final_nemo_path(self.training_dir)
 
     @property
+    def final_nemo(self) -> Path:
+        return self.stage_dir / "final_nemo"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.stage_dir / "tmp"
+
+    @property
     def config_path(self) -> Path:
         return self.stage_dir / f"{nemo_yaml.CONFIG_NAME}.yaml"
 
@@ -129,8 +140,9 @@ def run_sft(
     _require_container_scripts(cfg, layout, [script for step in pending for script in step.scripts])
 
     _write_config(cfg, layout, packed_data_path)
-    environment = launch.sft_environment(cfg)
+    environment = launch.sft_environment(cfg, tmp_dir=layout.tmp_dir)
     for step in pending:
+        _fresh_tmp_dir(layout)  # what a killed step staged there (a whole .nemo) is of no use to the next
         if step.name == "train":
             # Again, now: in a Slurm job, exp_manager.max_time_per_run is what the conversions left of its time.
             _write_config(cfg, layout, packed_data_path)
@@ -152,7 +164,8 @@ def follow_sft(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: st
     while not go.exists() and not leader_done():
         time.sleep(poll_s)
     if go.exists():
-        status = subprocess.run(train.command, env={**os.environ, **launch.sft_environment(cfg)}).returncode
+        environment = {**os.environ, **launch.sft_environment(cfg, tmp_dir=layout.tmp_dir)}
+        status = subprocess.run(train.command, env=environment).returncode
         if status:
             raise UserError(f"training rank {os.environ.get('SLURM_PROCID')} exited with status {status}; the "
                             f"first task's log is {layout.log('train')}.")
@@ -178,6 +191,7 @@ def _delete_training_state(layout: SftLayout) -> None:
     parameter each) and the base .nemo, packed and unpacked. The trained .nemo and the HF model stay."""
     layout.base_nemo.unlink(missing_ok=True)
     shutil.rmtree(layout.base_model_dir, ignore_errors=True)
+    shutil.rmtree(layout.tmp_dir, ignore_errors=True)
     for entry in layout.trained_nemo.parent.iterdir():
         if entry.is_dir():
             shutil.rmtree(entry)
@@ -197,9 +211,13 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
     )
     unpack = conversion.unpack_nemo_program(layout.base_nemo, layout.base_model_dir)
     train = [str(train_script), f"--config-path={layout.stage_dir}", f"--config-name={nemo_yaml.CONFIG_NAME}"]
+    final_weights = conversion.final_weights_program(
+        str(cfg.sft.final_weights), checkpoint_dir=layout.trained_nemo.parent, base_model_dir=layout.base_model_dir,
+        output_dir=layout.final_nemo,
+    )
     to_hf = conversion.nemo_to_hf_program(
         nemo_dir,
-        nemo_path=layout.trained_nemo,
+        nemo_path=layout.final_nemo,
         hf_model_dir=hf_model_dir,
         weights_path=layout.hf_weights,
         hf_output_dir=layout.hf_model,
@@ -210,6 +228,7 @@ def sft_steps(cfg, *, stage_dir: Path, packed_data_path: Path, hf_model_dir: str
         SftStep("hf_to_nemo", launch.single_process_command(cfg, to_nemo), layout.base_nemo, (Path(to_nemo[0]),)),
         SftStep("unpack_base", launch.single_process_command(cfg, unpack), layout.base_model_dir),
         SftStep("train", launch.distributed_command(cfg, train), layout.trained_nemo, (train_script,)),
+        SftStep("final_weights", launch.single_process_command(cfg, final_weights), layout.final_nemo),
         SftStep("nemo_to_hf", launch.single_process_command(cfg, to_hf), layout.hf_model, (Path(to_hf[0]),)),
     ]
 
@@ -254,12 +273,18 @@ def _require_container_scripts(cfg, layout: SftLayout, scripts: Sequence[Path]) 
                 ["bash"],
                 mounts=launch.same_path_mounts([Path.cwd(), layout.stage_dir]),
                 workdir=Path.cwd(),
+                env={launch.TMPDIR: str(layout.tmp_dir)},
                 interactive=True,
             )
             raise UserError(
                 f"{script} is not on this machine, so this is not the NeMo container: run the sft stage inside it "
                 f"({shlex.join(hint)}) or set cluster.nemo_dir / cluster.nemo_aligner_dir."
             )
+
+
+def _fresh_tmp_dir(layout: SftLayout) -> None:
+    shutil.rmtree(layout.tmp_dir, ignore_errors=True)
+    layout.tmp_dir.mkdir(parents=True)
 
 
 def _is_complete(layout: SftLayout, step: SftStep) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from nemo_recipes.errors import Interrupted, UserError
+from nemo_recipes.training.checkpoints import FINAL_WEIGHTS
+from nemo_recipes.training.packed_data import check_pack_attention
 
 # The SFT data contract (DESIGN.md 1, research/nemo_aligner.md 3.3): `input` is the rendered ChatML prompt,
 # `output` ends with a textual <|im_end|>. add_eos stays False because packing masks every eos_id token
@@ -40,6 +42,8 @@ def build_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir) 
     """
     sft, student, cluster = cfg.sft, cfg.student, cfg.cluster
     precision = check_precision(sft.precision)
+    check_final_weights(sft.final_weights)
+    check_pack_attention(sft.pack_attention)
     return {
         "name": EXPERIMENT_NAME,
         "trainer": _trainer_section(sft, cluster, precision),
@@ -56,6 +60,12 @@ def check_precision(precision) -> str:
     return precision
 
 
+def check_final_weights(final_weights) -> str:
+    if final_weights not in FINAL_WEIGHTS:
+        raise UserError(f"sft.final_weights is '{final_weights}'; use one of {', '.join(FINAL_WEIGHTS)}.")
+    return final_weights
+
+
 def write_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir, config_dir=None) -> Path:
     """Write `<config_dir>/gpt_sft.yaml` (default: the parent of `output_dir`) and return its path."""
     import yaml
@@ -70,6 +80,13 @@ def write_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir, 
     header = "# Written by nemo_recipes.training.nemo_yaml for NeMo-Aligner v0.7.0 train_gpt_sft.py; do not edit.\n"
     atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120))
     return path
+
+
+def checkpoints_kept(sft) -> int:
+    """save_top_k: NeMo-Aligner's 5 best by val_loss, or every save when final_weights averages them all (NeMo-Skills
+    keeps 50)."""
+    saves = -(-int(sft.max_steps) // int(sft.save_interval))
+    return max(5, saves) if sft.final_weights == "average" else 5
 
 
 def final_nemo_path(output_dir) -> Path:
@@ -125,9 +142,9 @@ def _exp_manager_section(sft, cluster, output_dir) -> dict:
         "create_checkpoint_callback": True,
         "checkpoint_callback_params": {
             "monitor": "val_loss",
-            "save_top_k": 5,
+            "save_top_k": checkpoints_kept(sft),
             "mode": "min",
-            # The .nemo written at the last step is what convert_qwen2_nemo_to_hf.py reads back.
+            # The .nemo written at the last step marks a finished training (the converter reads final_nemo/).
             "save_nemo_on_train_end": True,
             "filename": f"{EXPERIMENT_NAME}--{{val_loss:.3f}}-{{step}}-{{consumed_samples}}-{{epoch}}",
             "model_parallel_size": "${model.tensor_model_parallel_size}",
@@ -154,6 +171,9 @@ def _model_section(sft, student, nemo_model_path, packed_data_path) -> dict:
         "context_parallel_size": int(parallel.cp),
         "restore_from_path": str(Path(nemo_model_path).absolute()),
         "resume_from_checkpoint": None,
+        # NeMo-Skills' format (sft_config.yaml): the checkpoint averaging reads each weight as its own zarr array.
+        # Megatron-core 0.11 still writes it, with a deprecation warning; NeMo's default is torch_dist.
+        "dist_ckpt_format": "zarr" if sft.final_weights == "average" else "torch_dist",
         "save_nemo_on_validation_end": False,  # read by NeMo's own SFT model only; Aligner saves via exp_manager
         "sync_batch_comm": False,
         # GUESS: NeMo-Skills sft_config.yaml and NeMo-Aligner's functional test use O2 (bf16 params, fp32 master
@@ -243,8 +263,9 @@ def _packed_dataset(sft, packed: str, pack_size: int) -> dict:
         "truncation_method": "right",
         "seed": int(sft.seed),  # seeds the epoch shuffles of the up-sampled pack order
         "packed_sequence": True,
-        # cu_seqlens switch attention to TE's THD kernel: no attention across the sequences of one pack.
-        "packed_sequence_return_cu_seqlen": True,
+        # cu_seqlens switch attention to TE's THD kernel, each example attending only to itself (per_example);
+        # without them the pack is one causal sequence (whole_pack), as NeMo-Skills' older Aligner trained it.
+        "packed_sequence_return_cu_seqlen": sft.pack_attention == "per_example",
     }
 
 

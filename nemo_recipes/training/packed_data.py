@@ -16,6 +16,15 @@ from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT, check_loss_mask_al
 
 PACK_KEYS = ("input_ids", "loss_mask", "seq_start_id")
 
+# What a token of a pack attends to (sft.pack_attention):
+#   whole_pack   every earlier token of the pack, as one causal sequence at positions 0..T-1: NeMo-Skills' container at
+#                paper time (NeMo-Aligner 35fcfd9d calls get_forward_output_and_loss_func(forward_only) without
+#                tuning=True, so NeMo 19668e53's get_batch keeps no cu_seqlens; Megatron's RoPE runs over the pack)
+#   per_example  only the earlier tokens of its own example, positions restarting at 0: NeMo-Aligner 0.7.0 (tuning=True
+#                passes cu_seqlens to Transformer Engine's THD attention)
+PACK_ATTENTIONS = ("whole_pack", "per_example")
+DEFAULT_PACK_ATTENTION = "whole_pack"
+
 
 def load_packs(path, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT) -> list[dict]:
     """The packs of a NeMo packed .npy, checked for the structure GPTSFTPackedDataset reads."""
@@ -76,6 +85,11 @@ def label_mask(pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMEN
 def _input_positions(bounds: list[tuple[int, int]]) -> np.ndarray:
     """Every position of the pack but each sub-sequence's last: where the inputs are (the labels are one later)."""
     return np.concatenate([np.arange(start, end - 1) for start, end in bounds])
+
+
+def check_pack_attention(pack_attention: str) -> None:
+    if pack_attention not in PACK_ATTENTIONS:
+        raise UserError(f"sft.pack_attention '{pack_attention}' is not one of {', '.join(PACK_ATTENTIONS)}.")
 
 
 def block_causal_mask(seq_lengths: list[int], device=None):

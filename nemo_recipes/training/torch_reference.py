@@ -7,14 +7,16 @@
 
 It runs the toy demo and the CPU tests, and is the oracle for the packed loss. What it shares with NeMo-Aligner 0.7.0
 on NeMo 2.1.0-2.2.0 (sources in packed_data.py and lr_schedule.py):
-* per pack: inputs/labels shifted per sub-sequence, position ids restarting at 0, no attention across
-  sub-sequences, loss = sum(token loss * mask) / mask.sum() (MegatronGPTModel.loss_func);
+* per pack: inputs/labels shifted per sub-sequence, attention either causal across the whole pack (positions 0..T-1,
+  NeMo-Skills' container at paper time) or within each sub-sequence only (positions restarting at 0, NeMo-Aligner
+  0.7.0) -- packed_data.PACK_ATTENTIONS -- and loss = sum(token loss * mask) / mask.sum() (MegatronGPTModel.loss_func);
 * per step: the mean of those pack losses over the global batch (Megatron divides each micro-batch by their count);
 * AdamW (distributed_fused_adam is Adam with decoupled weight decay), eps 1e-8, no weight decay on biases -- and
   decay on the norm weights, as NeMo's param groups give them under Transformer Engine;
 * CosineAnnealing with warmup, min_lr and constant_steps over max_steps, stepped once per update;
 * global-norm gradient clipping when gradient_clip_val is set;
-* the packs each step draws (model.data.sample up-sampling or epochs with drop_last).
+* the packs each step draws (model.data.sample up-sampling or epochs with drop_last);
+* final weights: the last step's, or the mean of every saved checkpoint (NeMo-Skills' average_checkpoints.py).
 Where it differs: fp32 master weights with optional bf16 autocast instead of Megatron's O2 mixed precision, no
 model parallelism, and a pack drawn k times in one step is run once with weight k (the same gradient, k times
 cheaper -- the 20-example recipe draws each pack hundreds of times per step).
@@ -34,6 +36,8 @@ from nemo_recipes.errors import Interrupted, UserError
 from nemo_recipes.io import atomic_write_text, sha256_file, write_json
 from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
 from nemo_recipes.training.checkpoints import (
+    FINAL_WEIGHTS,
+    average_checkpoint_weights,
     latest_checkpoint,
     load_training_state,
     publish_directory,
@@ -41,7 +45,14 @@ from nemo_recipes.training.checkpoints import (
     save_checkpoint,
 )
 from nemo_recipes.training.lr_schedule import check_schedule, nemo_cosine_annealing_lr
-from nemo_recipes.training.packed_data import block_causal_mask, load_packs, pack_draws, packed_batch
+from nemo_recipes.training.packed_data import (
+    DEFAULT_PACK_ATTENTION,
+    block_causal_mask,
+    check_pack_attention,
+    load_packs,
+    pack_draws,
+    packed_batch,
+)
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -58,18 +69,24 @@ PRECISIONS = ("fp32", "bf16")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")  # the two that honour an explicit 4D mask
 
 
-def packed_loss(model, pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT):
+def packed_loss(model, pack: dict, loss_mask_alignment: str = DEFAULT_LOSS_MASK_ALIGNMENT,
+                pack_attention: str = DEFAULT_PACK_ATTENTION):
     """NeMo's loss of one pack: returns (loss, per-token losses [T], loss mask [T])."""
-    return batch_loss(model, packed_batch(pack, loss_mask_alignment))
+    return batch_loss(model, packed_batch(pack, loss_mask_alignment), pack_attention)
 
 
-def batch_loss(model, batch: dict):
+def batch_loss(model, batch: dict, pack_attention: str = DEFAULT_PACK_ATTENTION):
     """packed_loss on a batch already built by packed_data.packed_batch."""
     import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
-    attention_mask = block_causal_mask(batch["seq_lengths"], device=device)
+    if pack_attention == "per_example":
+        attention_mask = block_causal_mask(batch["seq_lengths"], device=device)
+        position_ids = batch["position_ids"].to(device)
+    else:  # whole_pack: Megatron's RoPE ignores the collated position ids and counts over the whole pack
+        attention_mask = block_causal_mask([batch["token_count"]], device=device)
+        position_ids = torch.arange(batch["token_count"], device=device)[None]
     if model.config._attn_implementation == "eager":
         # eager attention adds the mask to the scores, so it needs 0 / -inf rather than True / False.
         blocked = torch.finfo(next(model.parameters()).dtype).min
@@ -77,7 +94,7 @@ def batch_loss(model, batch: dict):
     logits = model(
         input_ids=batch["tokens"].to(device),
         attention_mask=attention_mask,
-        position_ids=batch["position_ids"].to(device),
+        position_ids=position_ids,
         use_cache=False,
     ).logits
     per_token = F.cross_entropy(logits[0].float(), batch["labels"][0].to(device), reduction="none")
@@ -102,6 +119,8 @@ def train(
     gradient_clip_val: float | None = None,
     seed: int = 1234,
     save_interval: int | None = None,
+    final_weights: str = "last",
+    pack_attention: str = DEFAULT_PACK_ATTENTION,
     progress: bool = True,
     log_path=None,
     device: str | None = None,
@@ -114,9 +133,10 @@ def train(
 
     `loss_mask_alignment` is the packed file's (the pack stage's summary says which it wrote).
     Resumes from the latest complete `output_dir/checkpoints/step_N/` if there is one (written every
-    `save_interval` steps and at the last step). Logs one JSON line per step to `log_path`. Past `deadline` (a
-    time.time(): a Slurm job's time limit less a margin, as NeMo's exp_manager.max_time_per_run) it saves a
-    checkpoint and raises Interrupted, so the next job resumes where it stopped.
+    `save_interval` steps and at the last step). Logs one JSON line per step to `log_path`.
+    `final_weights` "average" writes the mean of every saved checkpoint's weights instead of the last step's.
+    Past `deadline` (a time.time(): a Slurm job's time limit less a margin, as NeMo's exp_manager.max_time_per_run)
+    it saves a checkpoint and raises Interrupted, so the next job resumes where it stopped.
     """
     import torch
     from tqdm import tqdm
@@ -127,6 +147,9 @@ def train(
         raise UserError(f"attn_implementation {attn_implementation!r} is not one of sdpa, eager.")
     if save_interval is not None and save_interval < 1:
         raise UserError(f"save_interval must be a positive number of steps or None, got {save_interval}.")
+    if final_weights not in FINAL_WEIGHTS:
+        raise UserError(f"final_weights {final_weights!r} is not one of {', '.join(FINAL_WEIGHTS)}.")
+    check_pack_attention(pack_attention)
     check_schedule(lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, constant_steps=constant_steps, max_steps=max_steps)
     settings = {
         "packed_sha256": sha256_file(packed_path),
@@ -144,6 +167,7 @@ def train(
         "seed": seed,
         "precision": precision,
         "loss_mask_alignment": loss_mask_alignment,
+        "pack_attention": pack_attention,
     }
     packs = load_packs(packed_path, loss_mask_alignment)
     draws = pack_draws(len(packs), global_batch_size, max_steps, upsample=upsample, seed=seed)
@@ -176,7 +200,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         optimizer.zero_grad(set_to_none=True)
-        loss, tokens = _accumulate_gradients(model, packs, batches, draws[step], precision, loss_mask_alignment)
+        loss, tokens = _accumulate_gradients(model, packs, batches, draws[step], precision, loss_mask_alignment,
+                                             pack_attention)
         grad_norm = _clip_gradients(model, gradient_clip_val)
         optimizer.step()
 
@@ -189,6 +214,13 @@ def train(
     bar.close()
 
     model_path = output_dir / "model"
+    averaged = []
+    if final_weights == "average" and save_interval:
+        # The checkpoints of the save schedule: not one saved to stop before a time limit, which a run without
+        # that stop would not have.
+        scheduled = {s for s in range(1, max_steps + 1) if s % save_interval == 0 or s == max_steps}
+        weights, averaged = average_checkpoint_weights(checkpoint_root, steps=scheduled)
+        _load_weights(model, weights)
     _save_final_model(model, model_dir, model_path)
     summary = {
         "final_loss": progress_state["loss"],
@@ -197,6 +229,7 @@ def train(
         "seconds": round(time.time() - started, 3),
         "resumed_from_step": resumed_from_step,
         "num_packs": len(packs),
+        "final_weights": f"average of steps {', '.join(map(str, averaged))}" if averaged else "last step",
         "model_path": str(model_path),
     }
     write_json(output_dir / "train_summary.json", summary)
@@ -240,8 +273,8 @@ def _adamw(model, *, lr: float, betas, weight_decay: float):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas), eps=1e-8)
 
 
-def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: str,
-                          loss_mask_alignment: str) -> tuple[float, int]:
+def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: str, loss_mask_alignment: str,
+                          pack_attention: str) -> tuple[float, int]:
     """Backpropagate the mean pack loss of one global batch; returns (that mean, input tokens drawn)."""
     import torch
 
@@ -252,7 +285,7 @@ def _accumulate_gradients(model, packs, batches: dict, step_draws, precision: st
         if index not in batches:
             batches[index] = packed_batch(packs[index], loss_mask_alignment)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss, _, _ = batch_loss(model, batches[index])
+            loss, _, _ = batch_loss(model, batches[index], pack_attention)
         (loss * (count / global_batch_size)).backward()
         loss_sum += loss.item() * count
         tokens += batches[index]["token_count"] * count
@@ -267,6 +300,25 @@ def _clip_gradients(model, max_norm: float | None) -> float:
     if max_norm:
         return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
     return float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
+
+
+def _load_weights(model, weights: dict) -> None:
+    """Load averaged weights; a tensor save_pretrained left out as tied to another (lm_head) follows it."""
+    result = model.load_state_dict(weights, strict=False)
+    untied = [key for key in result.missing_keys if key not in _tied_keys(model)]
+    if result.unexpected_keys or untied:
+        raise UserError(f"the averaged checkpoints do not match the model: unexpected {result.unexpected_keys}, "
+                        f"missing {untied}.")
+
+
+def _tied_keys(model) -> set[str]:
+    owners: dict[int, str] = {}
+    tied = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in owners:
+            tied.add(name)
+        owners.setdefault(id(tensor), name)
+    return tied
 
 
 def _rng_state() -> dict:

@@ -116,4 +116,13 @@ def test_build_sft_dataset_accepts_our_train_and_validation_sections(tmp_path, t
     assert train.pad_seq_length_to_mult == 8 * 8 * 4  # 8 x TP (sequence parallel) x CP
     batch = train.collate_fn([train[0]])
     assert batch["tokens"].shape[1] % 256 == 0 and batch["tokens"].shape[1] <= 16384
-    assert train.return_cu_seqlen and "cu_seqlens" in batch
+    # NeMo-Skills' paper-time attention (sft.pack_attention whole_pack): no cu_seqlens, so Megatron runs each pack
+    # as one causal sequence, split over CP ranks as any sequence is (tokens padded to a multiple of 2 x CP).
+    assert not train.return_cu_seqlen and "cu_seqlens" not in batch
+
+
+def test_checkpoints_are_saved_in_the_zarr_format_the_averaging_reads(main_experiment_yaml):
+    from nemo.utils.callbacks.dist_ckpt_io import DistributedCheckpointIO
+
+    # MegatronTrainerBuilder builds the checkpoint writer from the model section, as here.
+    assert DistributedCheckpointIO.from_config(main_experiment_yaml.model).save_ckpt_format == "zarr"

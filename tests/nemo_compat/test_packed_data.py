@@ -17,7 +17,7 @@ PACK_SIZE = 512
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids", "cu_seqlens", "cu_seqlens_unpadded", "max_seqlen")
 
 
-def packed_dataset(path, tokenizer, context_parallel_size: int):
+def packed_dataset(path, tokenizer, context_parallel_size: int, pack_attention: str = "per_example"):
     """NeMo-Aligner's build_sft_dataset on the train_ds section of the YAML we generate, reading `path`."""
     from omegaconf import OmegaConf
 
@@ -26,7 +26,7 @@ def packed_dataset(path, tokenizer, context_parallel_size: int):
 
     cfg = compose_cfg(
         f"sft.pack_size={PACK_SIZE}", "student.parallel.tp=1", "student.parallel.sequence_parallel=false",
-        f"student.parallel.cp={context_parallel_size}",
+        f"student.parallel.cp={context_parallel_size}", f"sft.pack_attention={pack_attention}",
     )
     config = OmegaConf.create(build_gpt_sft_config(cfg, nemo_model_path="/unused.nemo", packed_data_path=path,
                                                    output_dir="/unused/training"))
@@ -134,3 +134,50 @@ def test_nemo_trains_exactly_the_answer_tokens_of_our_packs(tmp_path, tiny_token
                 ids.pop()
             expected += answers[tuple(ids)]
         assert trained == expected
+
+
+@pytest.mark.parametrize("context_parallel_size", [1, 2])
+def test_whole_pack_attention_is_the_same_batch_with_one_causal_mask(tmp_path, tiny_tokenizer_dir,
+                                                                     context_parallel_size):
+    """sft.pack_attention whole_pack through NeMo's own collate_fn: the tokens, labels, loss mask and positions of
+    per_example, but no cu_seqlens (so no THD attention) and a causal mask over the whole padded pack."""
+    import torch
+
+    from nemo_recipes.packing import pack_sft_file
+
+    jsonl = write_sft_jsonl(tmp_path / "sft.jsonl")
+    tokenizer = nemo_tokenizer(tiny_tokenizer_dir)
+    ours = pack_sft_file(jsonl, tiny_tokenizer_dir, tmp_path, pack_size=PACK_SIZE,
+                         context_parallel_size=context_parallel_size)
+    isolated = packed_dataset(ours.path, tokenizer, context_parallel_size, "per_example")
+    whole = packed_dataset(ours.path, tokenizer, context_parallel_size, "whole_pack")
+    assert len(isolated) == len(whole) == ours.num_packs
+    for index in range(len(whole)):
+        a, b = isolated.collate_fn([isolated[index]]), whole.collate_fn([whole[index]])
+        for key in ("tokens", "labels", "loss_mask", "position_ids"):
+            assert torch.equal(a[key], b[key]), key
+        assert "cu_seqlens" in a and "cu_seqlens" not in b
+        length = b["tokens"].shape[1]
+        assert length % (2 * context_parallel_size) == 0  # Megatron's plain CP split needs 2 x CP equal chunks
+        # NeMo's attention_mask marks the blocked positions: the strict upper triangle of one causal mask.
+        blocked = torch.ones(length, length, dtype=torch.bool).triu(1)
+        assert torch.equal(b["attention_mask"].reshape(length, length).bool(), blocked)
+
+
+def test_our_shuffled_packs_are_nemos_for_the_same_seed():
+    """NeMo's first_fit_shuffle draws its order from NumPy's global RNG, which its packing script never seeds;
+    seeded with our seed, it makes packs of exactly our packs' lengths, in our order."""
+    import numpy as np
+
+    from nemo.utils.sequence_packing_utils import create_packing_strategy
+
+    from nemo_recipes.packing import pack_lengths
+
+    lengths = np.random.default_rng(7).integers(200, 9000, size=3000)
+    for seed in (0, 1234):
+        np.random.seed(seed)
+        assignments = create_packing_strategy(np.bincount(lengths, minlength=16385).tolist(), 16384,
+                                              "first_fit_shuffle")
+        nemo_packs = assignments[0] if isinstance(assignments, tuple) else assignments
+        ours = pack_lengths(lengths, 16384, "first_fit_shuffle", seed)
+        assert [sorted(lengths[pack].tolist()) for pack in ours] == [sorted(pack) for pack in nemo_packs]
