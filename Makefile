@@ -22,7 +22,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
-        ablation-correctness eval-baselines report targets docker-pin docker-build docker-run \
+        ablation-correctness eval-baselines report targets status cancel docker-pin docker-build docker-run \
         bench-packing bench-grading bench-generation clean
 
 help: ## list the targets
@@ -85,6 +85,14 @@ report: $(INSTALLED) ## render every target's report from the runs that exist (T
 
 targets: $(INSTALLED) ## list the reproduction targets and the experiments each runs
 	$(PY) -m nemo_recipes.reproduce --list
+
+# --- Slurm: what `cluster=slurm` submitted (NAME: an experiment or a target; empty = the latest submission) ------
+NAME ?=
+status: $(INSTALLED) ## each stage's state beside its Slurm job's: make status NAME=main [ARGS="runs_root=..."]
+	$(PY) -m nemo_recipes.jobs status $(NAME) $(ARGS)
+
+cancel: $(INSTALLED) ## cancel the Slurm jobs of a submission that have not ended: make cancel NAME=main
+	$(PY) -m nemo_recipes.jobs cancel $(NAME) $(ARGS)
 
 # --- The GPU image (Dockerfile): FROM the NGC NeMo container, pinned by digest in docker/nemo-image.lock ---------
 DOCKER ?= docker
