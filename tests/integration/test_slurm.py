@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, SMALL
 from local_slurm import local_slurm, unavailable
 from nemo_recipes.io import read_jsonl
-from small_demo import REPO, SMALL
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, SMALL
+from conftest import run_small as _run
 from nemo_recipes.io import read_jsonl
-from small_demo import REPO, SMALL
-from small_demo import run_small as _run
 
 pytestmark = pytest.mark.slow
 
