@@ -142,8 +142,7 @@ def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_pat
 
 
 def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeypatch):
-    import subprocess
-
+    from nemo_recipes import processes
     from nemo_recipes.cli import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import sample
@@ -161,27 +160,26 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     assert sample._replica_groups(one_node, "teacher", one_node.teacher_sampling) == ["0,1"]
     monkeypatch.setenv("PYTHONPATH", "/opt/NeMo")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/lib/python3.12/dist-packages/torch/lib:/usr/local/nvidia/lib64")
-    started = []
+    started, stopped = [], []
 
     class FakeProcess:
-        def __init__(self, command, env, stdout, stderr, preexec_fn):
+        def __init__(self, command, env, stdout, stderr):
             assert command[0] == other_python and "PYTHONPATH" not in env
-            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and callable(preexec_fn)
+            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
             started.append((command, env["CUDA_VISIBLE_DEVICES"]))
             self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
 
         def wait(self):
             return self.code
 
-        def poll(self):
-            return self.code
-
-    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(processes, "start", FakeProcess)
+    monkeypatch.setattr(processes, "stop", lambda process, grace_s: stopped.append(process))
     (tmp_path / "sample_teacher").mkdir()
     with pytest.raises(UserError, match=r"vLLM replicas \[2\] failed .*replica_N.log\); their finished chunks are kept"):
         sample._run_replicas(ctx, sample._replica_groups(cfg, "teacher", cfg.teacher_sampling))
     assert [gpus for _, gpus in started] == ["0,1", "2,3", "4,5", "6,7"]
     assert [command[-3] for command, _ in started] == ["0", "1", "2", "3"]
+    assert len(stopped) == 4  # every worker's group is ended, the ones that finished too
     missing = compose_config(["experiment=main", "cluster.vllm_python=/opt/no-such-venv/bin/python"])
     with pytest.raises(UserError, match="cluster.vllm_python=/opt/no-such-venv/bin/python is not an executable"):
         sample._vllm_python(missing)
@@ -217,36 +215,3 @@ def test_the_image_check_imports_vllm_in_a_workers_environment(tmp_path, monkeyp
                                          "undefined symbol: initModule"):
         check_worker_imports(str(fake_python))
 
-
-def test_a_vllm_worker_ends_when_the_stage_that_started_it_is_killed(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import textwrap
-    import time
-
-    pid_file = tmp_path / "worker.pid"
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import subprocess, time
-        from nemo_recipes.stages.sample import end_with_parent
-        worker = subprocess.Popen(["sleep", "60"], preexec_fn=end_with_parent())
-        open({str(pid_file)!r}, "w").write(str(worker.pid))
-        time.sleep(60)
-    """)])
-    deadline = time.time() + 30
-    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
-        time.sleep(0.05)
-    worker = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(worker, signal.SIGKILL)
-        pytest.fail("the worker outlived the stage that started it")

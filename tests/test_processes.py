@@ -13,15 +13,16 @@ import pytest
 
 from nemo_recipes import processes
 
+DEAF_TO_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+
 # A replica worker in miniature: the leader of its group, with a grandchild that, like vLLM's EngineCore, ignores
 # SIGTERM and does not watch its parent. It writes both pids and waits.
-WORKER = textwrap.dedent("""
+WORKER = textwrap.dedent(f"""
     import os, subprocess, sys, time
     from nemo_recipes import processes
     with processes.group_leader(grace_s=2):
-        engine = subprocess.Popen([sys.executable, "-c",
-                                   "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
-        open(sys.argv[1], "w").write(f"{os.getpid()} {engine.pid}")
+        engine = subprocess.Popen([sys.executable, "-c", {DEAF_TO_SIGTERM!r}])
+        open(sys.argv[1], "w").write(f"{{os.getpid()}} {{engine.pid}}")
         time.sleep(120)
 """)
 
@@ -88,8 +89,7 @@ def test_a_sigterm_to_the_owner_stops_its_workers_before_it_exits(tmp_path):
 
 
 def test_stop_kills_a_group_that_ignores_sigterm_after_the_grace_period():
-    child = processes.start([sys.executable, "-c",
-                             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+    child = processes.start([sys.executable, "-c", DEAF_TO_SIGTERM])
     time.sleep(0.5)  # let it install its handler
     started = time.monotonic()
     processes.stop(child, grace_s=1)
