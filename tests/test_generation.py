@@ -3,6 +3,7 @@ sampling stage's chunk seeds and shards."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -65,6 +66,8 @@ def test_vllm_requests_carry_the_paper_sampling_and_a_per_request_seed():
         "model": "/models/QwQ-32B-Preview", "tensor_parallel_size": 2, "enable_prefix_caching": True,
         "trust_remote_code": False, "seed": 0,
     }
+    # vLLM's CPU build cannot rewind a seeded request's generator after a partial prefill: prompts go in whole.
+    assert engine_kwargs("toy", 1, cpu=True) == {**engine_kwargs("toy", 1), "enable_chunked_prefill": False}
     pinned = engine_kwargs("Qwen/QwQ-32B-Preview", 2, revision="91906fe4")
     assert (pinned["revision"], pinned["tokenizer_revision"]) == ("91906fe4", "91906fe4")
 
@@ -215,3 +218,41 @@ def test_the_image_check_imports_vllm_in_a_workers_environment(tmp_path, monkeyp
                                          "undefined symbol: initModule"):
         check_worker_imports(str(fake_python))
 
+
+@pytest.mark.parametrize("cpu, user_setting, expected", [(True, None, "1"), (True, "8", "8"), (False, None, None)])
+def test_vllm_backend_hands_vllm_our_token_ids_and_bounds_the_cpu_kv_cache(cpu, user_setting, expected, monkeypatch,
+                                                                          tiny_student_dir):
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    from nemo_recipes.generation.vllm import VLLMGenerator
+    from nemo_recipes.tokenizer import load_tokenizer
+
+    engines = []
+
+    class FakeLLM:  # what vllm.LLM receives; the engine itself runs in tests/integration/test_vllm_engine.py
+        def __init__(self, **kwargs):
+            self.kwargs, self.prompts = kwargs, None
+            engines.append(self)
+
+        def generate(self, prompts, params, use_tqdm):
+            self.prompts = prompts
+            return [SimpleNamespace(outputs=[SimpleNamespace(text="4", token_ids=[1], finish_reason="stop")])
+                    for _ in prompts]
+
+    vllm = ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = FakeLLM, lambda **kwargs: kwargs
+    platforms = ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: cpu)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", user_setting or "")  # restored after the test, whatever it sets
+    if not user_setting:
+        monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
+
+    prompt = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
+    VLLMGenerator(str(tiny_student_dir), _sampling()).generate([{"prompt": prompt, "seed": 1}])
+    assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") == expected
+    assert engines[0].kwargs == engine_kwargs(str(tiny_student_dir), 1, cpu=cpu)
+    ours = load_tokenizer(str(tiny_student_dir))(prompt, add_special_tokens=False)["input_ids"]
+    assert engines[0].prompts == [{"prompt_token_ids": ours}]
