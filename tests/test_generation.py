@@ -256,3 +256,18 @@ def test_vllm_backend_hands_vllm_our_token_ids_and_bounds_the_cpu_kv_cache(cpu, 
     assert engines[0].kwargs == engine_kwargs(str(tiny_student_dir), 1, cpu=cpu)
     ours = load_tokenizer(str(tiny_student_dir))(prompt, add_special_tokens=False)["input_ids"]
     assert engines[0].prompts == [{"prompt_token_ids": ours}]
+
+
+def test_the_plan_prints_the_engine_arguments_of_the_machine_it_runs_on(tmp_path):
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import StageContext, stage_graph
+    from nemo_recipes.stages import sample
+
+    def engine_line(*overrides):
+        cfg = compose_config([f"run_dir={tmp_path}", "teacher_sampling.backend=vllm", *overrides])
+        stage = next(s for s in stage_graph(cfg) if s.name == "sample_teacher")
+        return sample.plan(StageContext(cfg, stage, tmp_path, progress=False, argv=[]))[3]
+
+    assert engine_line("experiment=demo").endswith("seed=0, enable_chunked_prefill=False) x 1 replica(s), "
+                                                   "CUDA_VISIBLE_DEVICES 0")  # cluster=cpu: vLLM's CPU build
+    assert "enable_chunked_prefill" not in engine_line("experiment=main")

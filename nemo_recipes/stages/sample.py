@@ -92,7 +92,7 @@ def _vllm_plan(ctx, role: str, sampling) -> list[str]:
     model = model_config(ctx.cfg, role)
     groups = _replica_groups(ctx.cfg, role, sampling)
     engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code,
-                           _revision(ctx.cfg, role))
+                           _revision(ctx.cfg, role), cpu=int(ctx.cfg.cluster.gpus_per_node) == 0)
     params = {**sampling_params_kwargs(sampling, 0), "seed": "<per sample>"}
     python = vllm_python(ctx.cfg)
     return [f"vllm.LLM({_kwargs(engine)}) x {len(groups)} replica(s), CUDA_VISIBLE_DEVICES {' | '.join(groups)}",
