@@ -7,7 +7,7 @@ In the process that owns children (a stage, a Slurm job step):
         try:
             code = child.wait()
         finally:
-            processes.stop(child, grace_s=30)        # SIGTERM its group; SIGKILL the group 30 s later
+            processes.stop(child, grace_s=30)        # SIGTERM its group; SIGKILL what is left 30 s on
 
 In a child that `start` made and that starts processes of its own which do not watch their parent (vLLM's
 EngineCore and its workers, which ignore a dead parent and shrug off SIGTERM):
