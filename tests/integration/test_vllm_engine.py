@@ -183,13 +183,14 @@ def test_an_evaluation_stage_samples_the_benchmark_through_vllm(rechunked):
 WATCH_PROMPT_IDS = textwrap.dedent("""
     import json, sys
     from nemo_recipes.cli import compose_config
+    from nemo_recipes.generation.top_k import resolved_sampling
     from nemo_recipes.generation.vllm import VLLMGenerator
     from nemo_recipes.models import model_path
 
     def main():
         cfg = compose_config(["experiment=demo"])
         prompts = json.loads(sys.argv[1])
-        generator = VLLMGenerator(model_path(cfg, "teacher"), cfg.teacher_sampling)
+        generator = VLLMGenerator(model_path(cfg, "teacher"), resolved_sampling(cfg, "teacher"))
         engine_ids, generate = [], generator.llm.generate
         def watched(*args, **kwargs):
             outputs = generate(*args, **kwargs)
