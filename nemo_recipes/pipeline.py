@@ -87,7 +87,8 @@ def stage_graph(cfg) -> list[Stage]:
     if trains:
         stages += [
             Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
-                  ("selection", "student.path", "student.source")),
+                  ("selection", "student.path", "student.source",
+                   *(("markers",) if cfg.selection.strategy == "no_keywords" else ()))),
             Stage("pack", "pack", ("select",),
                   ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path",
                    "student.source", "student.parallel.cp")),
