@@ -108,10 +108,13 @@ def stage_graph(cfg) -> list[Stage]:
                             (("source", f"sample_{role}"),), ("grading.workers",)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
+    trace_sets = (("select",) if trains else ()) + (("grade_teacher",) if trains and not released else ())
+    stages.append(Stage("traces", "traces", (*grades, *trace_sets),
+                        ("markers", "traces", "selection.strategy", "selection.require")))
     # The report's provenance names every stage's config hash, so it renders again when any of them changes --
     # also when that stage's output came out the same and nothing else downstream had to run.
     upstream = json.dumps({stage.name: config_digest(cfg, stage) for stage in stages}, sort_keys=True)
-    stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
+    stages.append(Stage("report", "report", ("metrics", "traces", *(("select", "sft") if trains else ())),
                         ("report", "benchmark.name"), (("paper", _paper_figures(cfg)), ("stages", upstream))))
     return stages
 

@@ -71,7 +71,7 @@ def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
     fingerprints = {s: _manifest(run_dir, s)["fingerprint"] for s in ("prepare", "sft", "report")}
     again = _run(run_dir)  # every stage skipped: no model is loaded, nothing is recomputed
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("complete, skipping") == 12 and "running" not in again.stdout
+    assert again.stdout.count("complete, skipping") == 13 and "running" not in again.stdout
     assert {s: _manifest(run_dir, s)["fingerprint"] for s in fingerprints} == fingerprints
 
 
