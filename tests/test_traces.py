@@ -153,3 +153,45 @@ def test_the_stage_measures_models_sft_set_and_eligible_teacher_traces(tmp_path)
     assert analysis["teacher"]["samples"] == 6  # correct and finished only: what selection could choose
     assert analysis["sft_set"]["samples"] == 20 and analysis["sft_set"]["source"] == "QwQ-32B-Preview"
     assert analysis["rule"] == {"min_share_with_markers": 0.5, "min_length_vs_base": 2.0, "max_truncated": 0.5}
+
+
+def test_ablation_scale_report_shows_the_verdicts_side_by_side(tmp_path):
+    from nemo_recipes import reproduce
+    from nemo_recipes.report.render import Result
+    from nemo_recipes.report.traces import FIGURE, trace_structure_section
+    from nemo_recipes.targets import load_target
+
+    target = load_target("ablation-scale")
+    configs = reproduce.compose_runs(target, [f"runs_root={tmp_path}"])
+    for experiment, model in (("ablation-scale-7b", "7b"), ("ablation-scale-14b", "14b"), ("main", "32b")):
+        _run_traces_stage(configs[experiment], model)
+    results = [Result(row.label, row.experiment, row.role, Path(configs[row.experiment].run_dir), {},
+                      status="complete", metrics={"overall": {}}) for row in target.rows]
+    text = "\n".join(trace_structure_section(tmp_path, results, configs))
+
+    def row(label: str) -> list[str]:
+        return [cell.strip() for cell in next(line for line in text.splitlines()
+                                              if line.startswith(f"| {label} |")).split("|")[1:-1]]
+
+    assert row("Qwen2.5-7B + SFT")[-1] == "no" and row("Qwen2.5-14B + SFT")[-1] == "no"
+    assert row("Qwen2.5-32B + SFT")[-1] == "**yes**" and row("Qwen2.5-32B base")[-1] == "no"
+    assert row("Qwen2.5-14B + SFT")[3:5] == ["16384 [3000, 16384]", "70%"]  # median [p10, p90], truncated
+    assert row("Qwen2.5-7B + SFT")[-3] == "20%"  # samples with markers
+    # One SFT set and one teacher shared by the three runs: one row each, naming every run.
+    sft_set = row("SFT set: QwQ-32B-Preview")
+    assert sft_set[1] == "`ablation-scale-7b`, `ablation-scale-14b`, `main`" and sft_set[-2:] == ["0.00", ""]
+    assert row("teacher's eligible traces: QwQ-32B-Preview")[2] == "6"
+    assert "- Qwen2.5-14B + SFT (`ablation-scale-14b`): no: markers in 100% of samples (needs >= 50%); median " \
+           "length 54.6x the base's (needs >= 2x); NOT 70% truncated (needs <= 50%)" in text
+    assert (tmp_path / FIGURE).stat().st_size > 5000 and f"]({FIGURE})" in text
+
+
+def test_a_report_row_without_results_says_why(tmp_path):
+    from nemo_recipes.report.render import Result
+    from nemo_recipes.report.traces import FIGURE, trace_structure_section
+
+    cfg = compose_config(["experiment=main", f"runs_root={tmp_path}"])
+    (tmp_path / FIGURE).write_bytes(b"old")
+    result = Result("Qwen2.5-32B + SFT", "main", "sft", tmp_path / "main", {}, status="sample_sft stale: config changed")
+    text = "\n".join(trace_structure_section(tmp_path, [result], {"main": cfg}))
+    assert "No run of this report has a trace analysis yet." in text and not (tmp_path / FIGURE).exists()
