@@ -195,3 +195,31 @@ def test_a_report_row_without_results_says_why(tmp_path):
     result = Result("Qwen2.5-32B + SFT", "main", "sft", tmp_path / "main", {}, status="sample_sft stale: config changed")
     text = "\n".join(trace_structure_section(tmp_path, [result], {"main": cfg}))
     assert "No run of this report has a trace analysis yet." in text and not (tmp_path / FIGURE).exists()
+
+
+# --- the command on another harness's file -------------------------------------------------------------------------
+
+def test_command_on_any_generations_file(tmp_path, capsys, tiny_tokenizer_dir):
+    from nemo_recipes.traces.cli import main
+
+    base, tuned, sft_set = tmp_path / "base.jsonl", tmp_path / "tuned.jsonl", tmp_path / "sft.jsonl"
+    # Lists of samples per row, as some harnesses write them; the tuned file has no token counts.
+    _write(base, [{"problem": "q", "generation": ["\\boxed{4}"] * 4, "num_generated_tokens": [10] * 4,
+                   "finish_reason": "stop"}])
+    _write(tuned, [{"problem": "q", "generation": [SFT_TRACE] * 3 + ["4"]}])
+    _write(sft_set, [{"output": SFT_TRACE, "num_tokens": 30}])
+    assert main([str(tuned), "--base", str(base), "--sft-set", str(sft_set), "--tokenizer",
+                 str(tiny_tokenizer_dir), "traces.reasoning_mode.min_share_with_markers=0.7"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary = json.loads(out[-1])
+    assert summary["rule"]["min_share_with_markers"] == 0.7  # a key=value override of the pipeline's config
+    tuned_traces = summary["sets"][str(tuned)]
+    assert tuned_traces["samples"] == 4 and tuned_traces["with_markers"] == 0.75 and tuned_traces["truncated"] is None
+    assert tuned_traces["verdict"]["reasoning_mode"] and tuned_traces["divergence_from_sft_set"] == 0.0
+    assert not summary["sets"][str(base)]["verdict"]["reasoning_mode"]
+    assert f"{tuned}: 4 samples" in out[1] and "reasoning mode? yes" in out[1]
+
+    assert main([str(tuned)]) == 2  # no token counts and no tokenizer to count them
+    assert capsys.readouterr().err == (f"error: {tuned}:1: no 'num_generated_tokens'; pass --tokenizer (a Hugging "
+                                       f"Face tokenizer folder) to count the tokens, or --tokens-key to name the "
+                                       f"field.\n")
