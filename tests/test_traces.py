@@ -192,7 +192,8 @@ def test_a_report_row_without_results_says_why(tmp_path):
 
     cfg = compose_config(["experiment=main", f"runs_root={tmp_path}"])
     (tmp_path / FIGURE).write_bytes(b"old")
-    result = Result("Qwen2.5-32B + SFT", "main", "sft", tmp_path / "main", {}, status="sample_sft stale: config changed")
+    result = Result("Qwen2.5-32B + SFT", "main", "sft", tmp_path / "main", {},
+                    status="sample_sft stale: config changed")
     text = "\n".join(trace_structure_section(tmp_path, [result], {"main": cfg}))
     assert "No run of this report has a trace analysis yet." in text and not (tmp_path / FIGURE).exists()
 

@@ -115,7 +115,7 @@ def _token_counter(tokenizer: str | None):
     from nemo_recipes.tokenizer import load_tokenizer
 
     loaded = load_tokenizer(tokenizer)
-    return lambda texts: [len(ids) for ids in loaded(texts, add_special_tokens=False)["input_ids"]]
+    return lambda texts: [len(ids) for ids in loaded(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
 
 def _parser() -> argparse.ArgumentParser:
