@@ -67,6 +67,12 @@ def test_toy_pipeline_end_to_end_then_skips_everything(tmp_path):
     for figure in FIGURES:
         assert (run_dir / "report" / figure).stat().st_size > 5000, figure
     assert (run_dir / "report" / "results.csv").read_text().startswith("label,experiment,role,model,subset,metric")
+    # The toy teacher's checks and corrections are markers the base never writes: the two models on either side.
+    section = report.split("## Trace structure")[1].split("\n## ")[0]
+    verdicts = {line.split(" | ")[0][2:]: line.split(" | ")[-1][:-2] for line in section.splitlines()
+                if line.startswith("| toy-")}
+    assert verdicts == {"toy-student": "no", "toy-student + SFT": "**yes**"}
+    assert (run_dir / "report" / "traces.png").stat().st_size > 5000
 
     fingerprints = {s: _manifest(run_dir, s)["fingerprint"] for s in ("prepare", "sft", "report")}
     again = _run(run_dir)  # every stage skipped: no model is loaded, nothing is recomputed
