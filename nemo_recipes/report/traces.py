@@ -36,7 +36,7 @@ def trace_structure_section(out_dir: Path, results: list, configs: dict) -> list
     (out_dir / FIGURE).unlink(missing_ok=True)  # a figure from an earlier rendering must not pass for this one's
     rows = trace_rows(results)
     lines = [f"## {HEADING}", "", _explanation(next(iter(configs.values()))), ""]
-    measured = [row for row in rows if row.traces]
+    measured = [row for row in rows if row.traces and row.traces["samples"]]
     if not measured:
         return lines + ["No run of this report has a trace analysis yet."]
     kinds = list(measured[0].traces["per_1k_tokens"])
