@@ -142,5 +142,9 @@ bench-grading: $(INSTALLED) ## our grader vs a naive parse+verify loop on 256 x 
 bench-generation: $(INSTALLED) $(VLLM_VENV)/.installed ## vLLM (CPU build) vs batched hf vs one prompt at a time, toy teacher
 	$(PY) benchmarks/generation.py --vllm-python $(VLLM_VENV)/bin/python
 
+.PHONY: bench-traces
+bench-traces: $(INSTALLED) ## the trace analysis's share of a demo run, and its speed vs grading at paper scale
+	$(PY) benchmarks/traces.py
+
 clean: ## remove the toy demo's run folder (runs/demo); models in the cache are kept
 	rm -rf runs/demo

@@ -121,10 +121,11 @@ def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
 
 
 REPO = Path(__file__).resolve().parents[1]
-# The toy demo's small setting: same stages and code paths as `make demo`, fewer samples and steps.
+# The toy demo's small setting: same stages and code paths as `make demo`, fewer samples and steps. 24 SFT steps:
+# after 8 the student still answers most problems in one line, outside reasoning mode.
 SMALL = [
     "teacher_sampling.n=4", "teacher_sampling.chunk_size=40", "eval_sampling.n=2", "benchmark.num_problems=16",
-    "sft.max_steps=8", "sft.save_interval=4", "metrics.bootstrap=50", "progress=false",
+    "sft.max_steps=24", "sft.save_interval=4", "metrics.bootstrap=50", "progress=false",
 ]
 
 

@@ -65,7 +65,7 @@ def test_every_run_of_every_target_composes_into_the_run_it_names(name):
         if cfg.selection.strategy == "released":  # the dataset's own solutions: nothing to sample from a teacher
             assert "sample_teacher" not in stages and cfg.selection.num_examples == 50
         if "sft" not in cfg.evaluate:
-            assert stages == ["prepare", "sample_base", "grade_base", "metrics", "report"]
+            assert stages == ["prepare", "sample_base", "grade_base", "metrics", "traces", "report"]
         assert cfg.benchmark.name == "comp-math-24-25" and cfg.eval_sampling.n == 64
 
 
