@@ -116,7 +116,8 @@ def test_sample_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
 
 
 def test_vllm_replicas_split_a_node_into_gpu_groups():
-    from nemo_recipes.generation.replicas import gpu_groups, worker_command
+    from nemo_recipes.generation.replicas import gpu_groups
+    from nemo_recipes.stages.sample_replica import worker_command
 
     assert gpu_groups(8, 2) == ["0,1", "2,3", "4,5", "6,7"]
     assert gpu_groups(8, 8) == ["0,1,2,3,4,5,6,7"]
@@ -129,8 +130,8 @@ def test_vllm_replicas_split_a_node_into_gpu_groups():
         gpu_groups(8, 3)
     command = worker_command("/opt/vllm-venv/bin/python", ["experiment=main", "teacher_sampling.n=8"],
                              "sample_teacher", 1, 4)
-    assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
-                           "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
+    assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.stages.sample_replica", "experiment=main",
+                       "teacher_sampling.n=8", "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
 
 
 def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_path):
@@ -186,7 +187,7 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     missing = compose_config(["experiment=main", "cluster.vllm_python=/opt/no-such-venv/bin/python"])
     with pytest.raises(UserError, match="cluster.vllm_python=/opt/no-such-venv/bin/python is not an executable"):
         sample._vllm_python(missing)
-    assert ctx.commands[0][2:] == ["nemo_recipes.generation.replicas", "experiment=main", "--stage", "sample_teacher",
+    assert ctx.commands[0][2:] == ["nemo_recipes.stages.sample_replica", "experiment=main", "--stage", "sample_teacher",
                                    "--replica", "0", "--replicas", "4"]
 
 

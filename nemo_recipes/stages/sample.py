@@ -95,7 +95,7 @@ def plan(ctx) -> list[str]:
 
 def _vllm_plan(ctx, role: str, sampling) -> list[str]:
     """The exact engine, request and worker commands the stage will use (generation/vllm.py builds the same)."""
-    from nemo_recipes.generation.replicas import worker_command
+    from nemo_recipes.stages.sample_replica import worker_command
     from nemo_recipes.generation.vllm import engine_kwargs, sampling_params_kwargs
     from nemo_recipes.resources import vllm_python
 
@@ -192,7 +192,8 @@ def _run_replicas(ctx, groups: list[str]) -> None:
     import sys
 
     from nemo_recipes import processes
-    from nemo_recipes.generation.replicas import SHUTDOWN_GRACE_S, worker_command, worker_environment
+    from nemo_recipes.generation.replicas import worker_environment
+    from nemo_recipes.stages.sample_replica import SHUTDOWN_GRACE_S, worker_command
 
     python = _vllm_python(ctx.cfg)
     logs = ctx.dir / "logs"
@@ -219,7 +220,7 @@ def _run_replicas(ctx, groups: list[str]) -> None:
 
 def generate_replica(ctx, replica: int, replicas: int) -> None:
     """A replica worker: this node's chunks not on disk yet, each claimed before it is generated, so the replicas
-    share the work as they go (generation/replicas.py)."""
+    share the work as they go (stages/sample_replica.py)."""
     role = ctx.stage.param("role")
     sampling = resolved_sampling(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)

@@ -62,7 +62,7 @@ def analyse_files(inputs: Sequence[str], *, base: str | None = None, sft_set: st
     """The measures of each file (and of --base and --sft-set), with each model's verdict: what the command prints."""
     from omegaconf import OmegaConf
 
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
 
     cfg = compose_config(list(overrides))
     markers = markers_from_config(cfg.markers)

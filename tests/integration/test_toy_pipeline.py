@@ -128,7 +128,7 @@ def test_replica_workers_share_the_chunks_as_they_go_and_merge_into_the_unsharde
     common = ["stages=[prepare,sample_teacher]", "teacher_sampling.chunk_size=16", "progress=false", *SMALL[:1]]
     run_dir = tmp_path / "replicas"
     assert _run(run_dir, *common, "stages=[prepare]").returncode == 0
-    workers = [subprocess.Popen([sys.executable, "-m", "nemo_recipes.generation.replicas", f"run_dir={run_dir}",
+    workers = [subprocess.Popen([sys.executable, "-m", "nemo_recipes.stages.sample_replica", f"run_dir={run_dir}",
                                  *SMALL, *common, "--stage", "sample_teacher", "--replica", str(replica),
                                  "--replicas", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core each, as GPUs each
