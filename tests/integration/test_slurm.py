@@ -108,29 +108,35 @@ def test_a_cancelled_shard_is_generated_by_the_next_submission_with_exactly_the_
 def test_training_stopped_at_a_time_limit_continues_in_the_next_job_to_the_uninterrupted_loss(tmp_path, slurm,
                                                                                             small_demo):
     local, _ = small_demo
-    training = ["stages=[sft]", "sft.max_steps=80", "sft.save_interval=40", "sft.val_check_interval=40"]
+    training = ["stages=[sft]", "sft.max_steps=4", "sft.save_interval=2", "sft.val_check_interval=2",
+                "sft.final_weights=average"]
     runs = {}
     for name in ("slurm", "local"):  # two copies of the small demo's stages up to the packs
         runs[name] = tmp_path / name / "demo"
         for stage in ("prepare", "sample_teacher", "grade_teacher", "select", "pack"):
             shutil.copytree(local / stage, runs[name] / stage)
-    # Each job trains until 30 s after it started (the limit less the margin), saves and leaves the rest to the next:
-    # ~40 s of training on an idle 2-core machine, so at least two jobs; the jobs after the one that finishes find
-    # the stage complete and end at once.
+    # The time limit less the margin leaves each job 1 s, gone before its model has loaded: whatever the machine's
+    # speed, every job trains the one step a resumed run always makes, saves and leaves the rest to the next. Four
+    # steps, four jobs; the two jobs after the one that finishes find the stage complete and end at once.
     result = _submit(runs["slurm"], slurm, *training, "cluster.time_limit=00:01:00",
-                     "cluster.stop_before_time_limit=00:00:30", "cluster.training_jobs=12", "cluster.wait=true")
+                     "cluster.stop_before_time_limit=00:00:59", "cluster.training_jobs=6", "cluster.wait=true")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "demo/sft-1" in result.stdout and "FAILED exit 75:0" in result.stdout  # stopped to save: resumable
-    logs = sorted((runs["slurm"].parent / ".jobs" / "demo").glob("*/logs/demo--sft-1-*.log"))
-    assert "training stopped at step" in logs[-1].read_text() and "the next run of the stage resumes there" in (
-        logs[-1].read_text())
+    stopped = [line for line in result.stdout.splitlines() if "FAILED exit 75:0" in line]  # stopped to save: resumable
+    assert [line.split()[0] for line in stopped] == ["demo/sft-1", "demo/sft-2", "demo/sft-3"], result.stdout
+    folder = sorted((runs["slurm"].parent / ".jobs" / "demo").glob("*/logs"))[-1]
+    for job in (1, 2, 3):
+        log = next(folder.glob(f"demo--sft-{job}-*.log")).read_text()
+        assert f"training stopped at step {job} of 4" in log and "the next run of the stage resumes there" in log
 
     uninterrupted = subprocess.run([sys.executable, "-m", "nemo_recipes", f"run_dir={runs['local']}", *SMALL,
                                     *training], capture_output=True, text=True, cwd=REPO, timeout=1800)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     resumed = json.loads((runs["slurm"] / "sft" / "train_summary.json").read_text())
     whole = json.loads((runs["local"] / "sft" / "train_summary.json").read_text())
-    assert resumed["resumed_from_step"] > 0 and resumed["steps"] == whole["steps"] == 80
+    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == whole["steps"] == 4
     assert resumed["final_loss"] == whole["final_loss"]
     train_logs = [read_jsonl(runs[name] / "sft" / "train_log.jsonl") for name in ("slurm", "local")]
     assert train_logs[0] == train_logs[1]
+    # The final weights average the interval checkpoints (steps 2 and 4), not the ones saved to stop (1 and 3).
+    weights = [(runs[name] / "sft" / "model" / "model.safetensors").read_bytes() for name in ("slurm", "local")]
+    assert weights[0] == weights[1] and resumed["final_weights"] == "average of steps 2, 4"
