@@ -19,7 +19,7 @@ INSTALLED := $(VENV)/.installed
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
+.PHONY: help install lock record-demo test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
         ablation-correctness eval-baselines report targets docker-pin docker-build docker-run \
         bench-packing bench-grading bench-generation clean
 
@@ -77,7 +77,8 @@ $(UV):
 lock: | $(UV) ## re-resolve every environment's lock to the newest releases allowed, and print what moved
 	$(call lock_environment,venv,pyproject.toml --extra dev)
 	$(call lock_environment,venv-nemo,requirements/nemo-cpu.txt)
-	@echo "make install / make test rebuild the environments from these locks."
+	@echo "make install / make test rebuild the environments from these locks; if a pin moved, run"
+	@echo "make record-demo and commit the locks with the new record and README numbers."
 
 $(VENV)/.installed: $(LOCKS)/venv.txt pyproject.toml
 	$(call install_locked,$(VENV),venv)
@@ -99,6 +100,11 @@ test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real 
 
 demo: $(INSTALLED) ## the whole pipeline on CPU with toy models the package builds (minutes, no GPU)
 	$(PY) -m nemo_recipes experiment=demo $(ARGS)
+
+# The README's expected numbers come from here, in the locked .venv: both demo settings run from scratch, then
+# tests/integration/demo_record.json (which `make test` checks the small setting against) and the README are rewritten.
+record-demo: $(VENV)/.installed ## rerun the demo and its small test setting; rewrite their record and the README's numbers
+	$(VENV_PY) tests/integration/demo_record.py
 
 plan: $(INSTALLED) ## print the plan of one experiment: make plan ARGS="experiment=main"
 	$(PY) -m nemo_recipes dry_run=true $(ARGS)
