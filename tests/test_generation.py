@@ -3,6 +3,7 @@ sampling stage's chunk seeds and shards."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -65,6 +66,8 @@ def test_vllm_requests_carry_the_paper_sampling_and_a_per_request_seed():
         "model": "/models/QwQ-32B-Preview", "tensor_parallel_size": 2, "enable_prefix_caching": True,
         "trust_remote_code": False, "seed": 0,
     }
+    # vLLM's CPU build cannot rewind a seeded request's generator after a partial prefill: prompts go in whole.
+    assert engine_kwargs("toy", 1, cpu=True) == {**engine_kwargs("toy", 1), "enable_chunked_prefill": False}
     pinned = engine_kwargs("Qwen/QwQ-32B-Preview", 2, revision="91906fe4")
     assert (pinned["revision"], pinned["tokenizer_revision"]) == ("91906fe4", "91906fe4")
 
@@ -113,7 +116,8 @@ def test_sample_seeds_and_shards_do_not_depend_on_how_the_work_is_split():
 
 
 def test_vllm_replicas_split_a_node_into_gpu_groups():
-    from nemo_recipes.generation.replicas import gpu_groups, worker_command
+    from nemo_recipes.generation.replicas import gpu_groups
+    from nemo_recipes.stages.sample_replica import worker_command
 
     assert gpu_groups(8, 2) == ["0,1", "2,3", "4,5", "6,7"]
     assert gpu_groups(8, 8) == ["0,1,2,3,4,5,6,7"]
@@ -126,8 +130,8 @@ def test_vllm_replicas_split_a_node_into_gpu_groups():
         gpu_groups(8, 3)
     command = worker_command("/opt/vllm-venv/bin/python", ["experiment=main", "teacher_sampling.n=8"],
                              "sample_teacher", 1, 4)
-    assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.generation.replicas", "experiment=main", "teacher_sampling.n=8",
-                           "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
+    assert command == ["/opt/vllm-venv/bin/python", "-m", "nemo_recipes.stages.sample_replica", "experiment=main",
+                       "teacher_sampling.n=8", "--stage", "sample_teacher", "--replica", "1", "--replicas", "4"]
 
 
 def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_path):
@@ -142,8 +146,7 @@ def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_pat
 
 
 def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeypatch):
-    import subprocess
-
+    from nemo_recipes import processes
     from nemo_recipes.cli import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import sample
@@ -161,31 +164,30 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
     assert sample._replica_groups(one_node, "teacher", one_node.teacher_sampling) == ["0,1"]
     monkeypatch.setenv("PYTHONPATH", "/opt/NeMo")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/lib/python3.12/dist-packages/torch/lib:/usr/local/nvidia/lib64")
-    started = []
+    started, stopped = [], []
 
     class FakeProcess:
-        def __init__(self, command, env, stdout, stderr, preexec_fn):
+        def __init__(self, command, env, stdout, stderr):
             assert command[0] == other_python and "PYTHONPATH" not in env
-            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64" and callable(preexec_fn)
+            assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
             started.append((command, env["CUDA_VISIBLE_DEVICES"]))
             self.code = 1 if command[-3] == "2" else 0  # replica 2 crashes
 
         def wait(self):
             return self.code
 
-        def poll(self):
-            return self.code
-
-    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(processes, "start", FakeProcess)
+    monkeypatch.setattr(processes, "stop", lambda process, grace_s: stopped.append(process))
     (tmp_path / "sample_teacher").mkdir()
     with pytest.raises(UserError, match=r"vLLM replicas \[2\] failed .*replica_N.log\); their finished chunks are kept"):
         sample._run_replicas(ctx, sample._replica_groups(cfg, "teacher", cfg.teacher_sampling))
     assert [gpus for _, gpus in started] == ["0,1", "2,3", "4,5", "6,7"]
     assert [command[-3] for command, _ in started] == ["0", "1", "2", "3"]
+    assert len(stopped) == 4  # every worker's group is ended, the ones that finished too
     missing = compose_config(["experiment=main", "cluster.vllm_python=/opt/no-such-venv/bin/python"])
     with pytest.raises(UserError, match="cluster.vllm_python=/opt/no-such-venv/bin/python is not an executable"):
         sample._vllm_python(missing)
-    assert ctx.commands[0][2:] == ["nemo_recipes.generation.replicas", "experiment=main", "--stage", "sample_teacher",
+    assert ctx.commands[0][2:] == ["nemo_recipes.stages.sample_replica", "experiment=main", "--stage", "sample_teacher",
                                    "--replica", "0", "--replicas", "4"]
 
 
@@ -218,35 +220,55 @@ def test_the_image_check_imports_vllm_in_a_workers_environment(tmp_path, monkeyp
         check_worker_imports(str(fake_python))
 
 
-def test_a_vllm_worker_ends_when_the_stage_that_started_it_is_killed(tmp_path):
-    import os
-    import signal
-    import subprocess
+@pytest.mark.parametrize("cpu, user_setting, expected", [(True, None, "1"), (True, "8", "8"), (False, None, None)])
+def test_vllm_backend_hands_vllm_our_token_ids_and_bounds_the_cpu_kv_cache(cpu, user_setting, expected, monkeypatch,
+                                                                          tiny_student_dir):
     import sys
-    import textwrap
-    import time
+    from types import ModuleType, SimpleNamespace
 
-    pid_file = tmp_path / "worker.pid"
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import subprocess, time
-        from nemo_recipes.stages.sample import end_with_parent
-        worker = subprocess.Popen(["sleep", "60"], preexec_fn=end_with_parent())
-        open({str(pid_file)!r}, "w").write(str(worker.pid))
-        time.sleep(60)
-    """)])
-    deadline = time.time() + 30
-    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
-        time.sleep(0.05)
-    worker = int(pid_file.read_text())
-    os.kill(parent.pid, signal.SIGKILL)
-    parent.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(worker, signal.SIGKILL)
-        pytest.fail("the worker outlived the stage that started it")
+    from nemo_recipes.generation.vllm import VLLMGenerator
+    from nemo_recipes.tokenizer import load_tokenizer
+
+    engines = []
+
+    class FakeLLM:  # what vllm.LLM receives; the engine itself runs in tests/integration/test_vllm_engine.py
+        def __init__(self, **kwargs):
+            self.kwargs, self.prompts = kwargs, None
+            engines.append(self)
+
+        def generate(self, prompts, params, use_tqdm):
+            self.prompts = prompts
+            return [SimpleNamespace(outputs=[SimpleNamespace(text="4", token_ids=[1], finish_reason="stop")])
+                    for _ in prompts]
+
+    vllm = ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = FakeLLM, lambda **kwargs: kwargs
+    platforms = ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: cpu)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", user_setting or "")  # restored after the test, whatever it sets
+    if not user_setting:
+        monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
+
+    prompt = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
+    VLLMGenerator(str(tiny_student_dir), _sampling()).generate([{"prompt": prompt, "seed": 1}])
+    assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") == expected
+    assert engines[0].kwargs == engine_kwargs(str(tiny_student_dir), 1, cpu=cpu)
+    ours = load_tokenizer(str(tiny_student_dir))(prompt, add_special_tokens=False)["input_ids"]
+    assert engines[0].prompts == [{"prompt_token_ids": ours}]
+
+
+def test_the_plan_prints_the_engine_arguments_of_the_machine_it_runs_on(tmp_path):
+    from nemo_recipes.cli import compose_config
+    from nemo_recipes.pipeline import StageContext, stage_graph
+    from nemo_recipes.stages import sample
+
+    def engine_line(*overrides):
+        cfg = compose_config([f"run_dir={tmp_path}", "teacher_sampling.backend=vllm", *overrides])
+        stage = next(s for s in stage_graph(cfg) if s.name == "sample_teacher")
+        return sample.plan(StageContext(cfg, stage, tmp_path, progress=False, argv=[]))[3]
+
+    assert engine_line("experiment=demo").endswith("seed=0, enable_chunked_prefill=False) x 1 replica(s), "
+                                                   "CUDA_VISIBLE_DEVICES 0")  # cluster=cpu: vLLM's CPU build
+    assert "enable_chunked_prefill" not in engine_line("experiment=main")

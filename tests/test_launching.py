@@ -44,7 +44,7 @@ def test_the_main_run_is_shard_arrays_with_merges_a_training_chain_and_grouped_c
     assert chain[0].after_ok == [merge.key] and [job.after_any for job in chain[1:]] == [[j.key] for j in chain[:-1]]
     assert jobs["main/sample_sft-shards"].after_ok == ["main/prepare", chain[-1].key]  # the whole chain's end
     assert jobs["main/sample_base-shards"].after_ok == ["main/prepare"]  # beside the teacher, not after it
-    assert jobs["main/metrics"].stages == ["metrics", "report"]
+    assert jobs["main/metrics"].stages == ["metrics", "traces", "report"]
     assert jobs["main/metrics"].after_ok == ["main/sample_base-merge", "main/sample_sft-merge"]
 
 
@@ -53,7 +53,7 @@ def test_complete_stages_get_no_job_and_one_shard_samples_and_merges_on_its_node
     assert list(jobs) == ["eval-qwen2.5-math-72b-instruct/prepare", "eval-qwen2.5-math-72b-instruct/sample_base",
                           "eval-qwen2.5-math-72b-instruct/grade_base"]
     assert jobs["eval-qwen2.5-math-72b-instruct/sample_base"].array == 0
-    assert jobs["eval-qwen2.5-math-72b-instruct/grade_base"].stages == ["grade_base", "metrics", "report"]
+    assert jobs["eval-qwen2.5-math-72b-instruct/grade_base"].stages == ["grade_base", "metrics", "traces", "report"]
 
 
 def test_a_stage_two_runs_share_is_computed_by_one_job_the_other_run_waits_for(tmp_path):

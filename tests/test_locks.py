@@ -32,6 +32,7 @@ def requirement_lines(path: str) -> list[str]:
 INPUTS = {
     "venv": PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"],
     "venv-nemo": requirement_lines("requirements/nemo-cpu.txt"),
+    "venv-vllm": requirement_lines("requirements/vllm-cpu.txt") + PROJECT["dependencies"],
 }
 STALE = "is stale: run `make lock LOCK_UPGRADE=` (re-resolves what the inputs need, keeps every other pin)"
 
@@ -51,6 +52,7 @@ def test_every_environment_the_makefile_makes_installs_its_lock_and_make_lock_re
     assert installed == locked == set(INPUTS) and len(made) == len(installed)
     assert "$(call lock_environment,venv,pyproject.toml --extra dev)" in MAKEFILE
     assert "$(call lock_environment,venv-nemo,requirements/nemo-cpu.txt)" in MAKEFILE
+    assert "$(call lock_environment,venv-vllm,requirements/vllm-cpu.txt pyproject.toml $(VLLM_OMITTED))" in MAKEFILE
 
 
 @pytest.mark.parametrize("lock", sorted(INPUTS))
@@ -67,7 +69,8 @@ def test_every_line_is_a_pinned_and_hashed_package(lock):
 @pytest.mark.parametrize("lock", sorted(INPUTS))
 def test_lock_satisfies_the_inputs_it_was_resolved_from(lock):
     locked = pins(lock)
-    for line in INPUTS[lock] + requirement_lines("requirements/build-tools.txt") + requirement_lines("constraints/cpu.txt"):
+    every_lock_gets = requirement_lines("requirements/build-tools.txt") + requirement_lines("constraints/cpu.txt")
+    for line in INPUTS[lock] + every_lock_gets:
         requirement = Requirement(line)
         if requirement.marker and not requirement.marker.evaluate({"python_version": "3.11"}):
             continue

@@ -65,7 +65,7 @@ def test_every_run_of_every_target_composes_into_the_run_it_names(name):
         if cfg.selection.strategy == "released":  # the dataset's own solutions: nothing to sample from a teacher
             assert "sample_teacher" not in stages and cfg.selection.num_examples == 50
         if "sft" not in cfg.evaluate:
-            assert stages == ["prepare", "sample_base", "grade_base", "metrics", "report"]
+            assert stages == ["prepare", "sample_base", "grade_base", "metrics", "traces", "report"]
         assert cfg.benchmark.name == "comp-math-24-25" and cfg.eval_sampling.n == 64
 
 
@@ -126,7 +126,7 @@ def test_dry_run_prints_every_runs_plan_with_the_nemo_aligner_and_vllm_commands(
     assert "/opt/NeMo-Aligner/examples/nlp/gpt/train_gpt_sft.py" in plan
     assert "convert_qwen2_hf_to_nemo.py" in plan and "convert_qwen2_nemo_to_hf.py" in plan
     assert "vllm.LLM(model='Qwen/QwQ-32B-Preview'" in plan
-    assert "/opt/vllm-venv/bin/python -m nemo_recipes.generation.replicas experiment=ablation-correctness-incorrect" in plan
+    assert "/opt/vllm-venv/bin/python -m nemo_recipes.stages.sample_replica experiment=ablation-correctness-incorrect" in plan
     assert re.search(r"target ablation-correctness, still to run: ~[\d,.]+ GPU-hours \(up to 8 GPUs at once\), "
                      r"~[\d.]+ TB of disk", plan)
     assert not any(tmp_path.iterdir())  # a dry run writes nothing

@@ -82,6 +82,12 @@ def test_requirements_name_each_missing_gpu_disk_and_model(tmp_path, monkeypatch
     slurm = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}",
                             *here])
     assert unmet_requirements(slurm, needs, visible_gpus=[]) == []
+    # The login node needs no vLLM: the jobs run it in the image, and check it there.
+    login = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", f"runs_root={tmp_path}"])
+    assert unmet_requirements(login, needs, visible_gpus=[]) == []
+    in_job = compose_config(["experiment=main", "cluster=slurm", "cluster.partition=batch", "cluster.inside_job=true",
+                             f"runs_root={tmp_path}"])
+    assert unmet_requirements(in_job, needs, visible_gpus=[])[0].startswith("cluster.vllm_python=/opt/vllm-venv")
     pinned = compose_config(["experiment=main", "teacher.revision=fffffff", f"runs_root={tmp_path}", *here])
     assert "--revision fffffff" in unmet_requirements(pinned, needs, visible_gpus=[141.0] * 8)[0]
     assert unmet_requirements(compose_config(["experiment=main", "cluster.allow_downloads=true", *here,

@@ -74,7 +74,10 @@ def test_no_keywords_removes_reflection_cues_only(run_dir, tiny_student_dir):
     for row in rows:
         assert "Wait" not in row["output"] and "Hmm" not in row["output"]
         assert row["output"].startswith("step step") and "so the answer is \\boxed{1}." in row["output"]
-    assert select.remove_reflection_words("Wait, 2 + 2 = 4. Hmm, alternatively: 4.") == "2 + 2 = 4. 4."
+    # The list is config `markers`, the one the traces stage counts: narrowed there, the ablation removes less.
+    rows = _select(run_dir, tiny_student_dir, "selection=no_keywords", "selection.num_examples=3",
+                   "selection.target_tokens=20", "markers={reflection:[hmm+]}")
+    assert all(row["output"].startswith("Wait, step") and "Hmm" not in row["output"] for row in rows)
 
 
 def test_released_strategy_uses_the_datasets_solutions_and_needs_no_teacher(run_dir, tiny_student_dir):

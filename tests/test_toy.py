@@ -37,7 +37,10 @@ def test_trace_walks_through_partial_results_to_the_boxed_answer():
     assert trace.splitlines()[:2] == ["Let me think step by step.", "= 12 - 7 - 4"]
     assert "Wait, let me check the last step: 5 - 4 = 1." in trace
     assert trace.endswith("So the final answer is \\boxed{1}.")
-    assert reasoning_trace("7 + 5", answer=3, verify=False).endswith("\\boxed{3}.")
+    assert reasoning_trace("7 + 5", answer=3).endswith("\\boxed{3}.")
+    late = reasoning_trace("7 + 5 - 7 - 4", box_late=True).splitlines()
+    # The answer first left unboxed, then corrected: no value is ever wrong.
+    assert late[-2:] == ["So the final answer is 1.", "Wait, the answer goes in a box: \\boxed{1}."]
 
 
 def test_base_chats_ask_single_facts_and_teacher_chats_reason():
@@ -47,6 +50,24 @@ def test_base_chats_ask_single_facts_and_teacher_chats_reason():
     chat = corpus.teacher_chat(rng)
     assert chat.startswith(qwq_prompt(chat.split("user\n")[1].split("<|im_end|>")[0]))
     assert chat.endswith("<|im_end|>\n")
+
+
+def test_teacher_chats_carry_markers_that_base_chats_never_do():
+    from omegaconf import OmegaConf
+
+    from nemo_recipes.cli import CONF_DIR
+    from nemo_recipes.traces.markers import markers_from_config
+
+    markers = markers_from_config(OmegaConf.load(CONF_DIR / "config.yaml").markers)
+    rng = random.Random(0)
+    documents = [corpus.base_document(rng) for _ in range(2000)]
+    chats = [d for d in documents if "<|im_start|>" in d]
+    assert chats and not any(markers.find(chat) for chat in chats)
+    # Its pages have them (a base model has read "Wait," on the web), so SFT teaches a habit, not new words.
+    assert 0.05 < sum(bool(markers.find(d)) for d in documents) / len(documents) < 0.2
+    teacher = [corpus.teacher_chat(rng) for _ in range(400)]
+    assert all(len(markers.find(chat)) >= 2 for chat in teacher)  # "Wait, let me check": reflection, verification
+    assert 0.15 < sum("goes in a box" in chat for chat in teacher) / len(teacher) < 0.35
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@
     results = generator.generate([{"prompt": "...", "seed": 7}, ...])
     # -> [{"generation": str, "num_generated_tokens": int, "finish_reason": "stop" | "length"}, ...]
 
-The prompt is always a string rendered by nemo_recipes.data.prompts, never a chat template applied by a server.
+The prompt is always a string rendered by nemo_recipes.data.prompts, never a chat template applied by a server, and
+every backend encodes it with nemo_recipes.tokenizer, so they all generate from the token ids SFT packing uses.
 `generation` excludes the stop string, as vLLM's output does. Backends import their heavy library lazily, so the
 engine and the planner never import vLLM or transformers.
 """

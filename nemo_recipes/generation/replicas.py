@@ -1,20 +1,12 @@
-"""Data-parallel vLLM on one node: one process per group of `tensor_parallel_size` GPUs, each taking the node's
-next unclaimed chunk until none is left (a claim is a file made with O_EXCL beside the chunks), so a replica that
-is slower, or alone after a crash of the others, never leaves GPUs idle while chunks wait.
-
-    /opt/vllm-venv/bin/python -m nemo_recipes.generation.replicas <the run's overrides> --stage sample_teacher \
-        --replica 0 --replicas 4
-
-The sample stage starts these workers itself, even for one replica, with the interpreter of the environment vLLM
-lives in (`cluster.vllm_python`; vLLM's torch pin differs from NeMo's, so they never share one) and
-CUDA_VISIBLE_DEVICES set per group, and merges their chunk files;
-a worker runs no other stage and takes no lock -- the stage that started it holds the stage's.
+"""Data-parallel vLLM on one node: one replica process per group of `tensor_parallel_size` GPUs -- which GPUs each
+gets, and the environment it runs in (vLLM's own virtualenv, `cluster.vllm_python`: its torch pin differs from
+NeMo's, so they never share one). The replica worker itself is nemo_recipes/stages/sample_replica.py, started by the
+sample stage.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from typing import Mapping
 
 from nemo_recipes.errors import UserError
@@ -66,29 +58,3 @@ def check_worker_imports(python: str) -> None:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"{python} cannot import torch and vLLM in a replica's environment: {last}")
     print(result.stdout.strip())
-
-
-def worker_command(python: str, argv: list[str], stage_name: str, replica: int, replicas: int) -> list[str]:
-    """A replica worker run by `python`: in our image the vLLM virtualenv's interpreter (cluster.vllm_python)."""
-    return [python, "-m", "nemo_recipes.generation.replicas", *argv, "--stage", stage_name,
-            "--replica", str(replica), "--replicas", str(replicas)]
-
-
-def main(argv: list[str]) -> int:
-    from pathlib import Path
-
-    from nemo_recipes.config import compose_config
-    from nemo_recipes.pipeline import StageContext, stage_graph
-    from nemo_recipes.stages.sample import generate_replica
-
-    overrides, options = argv[: argv.index("--stage")], argv[argv.index("--stage"):]
-    settings = dict(zip(options[::2], options[1::2]))
-    cfg = compose_config(overrides)
-    stage = next(s for s in stage_graph(cfg) if s.name == settings["--stage"])
-    generate_replica(StageContext(cfg, stage, Path(cfg.run_dir), progress=bool(cfg.progress)),
-                     int(settings["--replica"]), int(settings["--replicas"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

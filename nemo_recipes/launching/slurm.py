@@ -242,8 +242,8 @@ def _refuse_if_active(root: Path) -> None:
     states = job_states([job["id"] for job in record["jobs"]])
     active = [job["key"] for job in record["jobs"] if not all(s in ENDED for s, _ in states.get(job["id"], []))]
     if active:
-        raise UserError(f"jobs of the last submission ({latest.name}) are still queued or running ({', '.join(active)}); "
-                        f"wait for them (python -m nemo_recipes.jobs status {root.name}) or cancel them "
+        raise UserError(f"jobs of the last submission ({latest.name}) are still queued or running "
+                        f"({', '.join(active)}); wait for them (python -m nemo_recipes.jobs status {root.name}) or cancel them "
                         f"(python -m nemo_recipes.jobs cancel {root.name}) before submitting again.")
 
 

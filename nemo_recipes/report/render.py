@@ -2,8 +2,9 @@
 
 Sections, in order (a toy demo's report has the same ones as a paper target's):
   Results (ours | paper | delta | 95% CI per cell, with the figures' sources, and each model's numbers under both
-  grading judges), Figures, Per subset, SFT sets and training, Provenance (per stage: config hash, seeds and models
-  as the manifest recorded them, library versions, the maj@k tie rule).
+  grading judges), Figures, Per subset, Trace structure (nemo_recipes/report/traces.py), SFT sets and training,
+  Provenance (per stage: config hash, seeds and models as the manifest recorded them, library versions, the maj@k
+  tie rule).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from nemo_recipes.io import atomic_write_text, read_json, read_jsonl
 from nemo_recipes.metrics import describe_sensitivity
+from nemo_recipes.report.traces import trace_structure_section
 
-SECTIONS = ("Results", "Figures", "Per subset", "SFT sets and training", "Provenance")
+SECTIONS = ("Results", "Figures", "Per subset", "Trace structure", "SFT sets and training", "Provenance")
 FIGURES = ("results.png", "curves.png", "subsets.png", "lengths.png")
 # What NeMo-Skills says of run-to-run spread (research/scoring.md): the yardstick for a delta to the paper.
 TOLERANCE_NOTE = ("Tolerance: NeMo-Skills reports 3-6 points of run-to-run spread on 30-problem sets (AIME); on the "
@@ -100,7 +102,8 @@ def write_report(out_dir: Path, *, title: str, intro: str, results: list[Result]
     lines += _results_section(results)
     figures = [f"![{name[:-4]}]({name})" for name in FIGURES if (out_dir / name).exists()]
     lines += ["", "## Figures", "", *(figures or ["No run has results yet."])]
-    lines += ["", *_subset_section(done), "", *_training_section(configs), "", *_provenance_section(configs)]
+    lines += ["", *_subset_section(done), "", *trace_structure_section(out_dir, results, configs)]
+    lines += ["", *_training_section(configs), "", *_provenance_section(configs)]
     atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return out_dir / "report.md"
 

@@ -35,8 +35,8 @@ def hashed_context(cfg) -> str:
 
 
 def plan(ctx) -> list[str]:
-    return ["report.md + results.csv + PNGs (results, curves over k, per subset, lengths): ours | paper | delta | "
-            "95% CI, with provenance"]
+    return ["report.md + results.csv + PNGs (results, curves over k, per subset, lengths, trace structure): ours | "
+            "paper | delta | 95% CI, with provenance"]
 
 
 def _results(ctx, status: str) -> list:

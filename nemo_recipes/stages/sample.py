@@ -95,14 +95,14 @@ def plan(ctx) -> list[str]:
 
 def _vllm_plan(ctx, role: str, sampling) -> list[str]:
     """The exact engine, request and worker commands the stage will use (generation/vllm.py builds the same)."""
-    from nemo_recipes.generation.replicas import worker_command
+    from nemo_recipes.stages.sample_replica import worker_command
     from nemo_recipes.generation.vllm import engine_kwargs, sampling_params_kwargs
     from nemo_recipes.resources import vllm_python
 
     model = model_config(ctx.cfg, role)
     groups = _replica_groups(ctx.cfg, role, sampling)
     engine = engine_kwargs(model_path(ctx.cfg, role, build=False), model.generation_tp, model.trust_remote_code,
-                           _revision(ctx.cfg, role))
+                           _revision(ctx.cfg, role), cpu=int(ctx.cfg.cluster.gpus_per_node) == 0)
     params = {**sampling_params_kwargs(sampling, 0), "seed": "<per sample>"}
     python = vllm_python(ctx.cfg)
     return [f"vllm.LLM({_kwargs(engine)}) x {len(groups)} replica(s), CUDA_VISIBLE_DEVICES {' | '.join(groups)}",
@@ -186,62 +186,41 @@ def _vllm_python(cfg) -> str:
 def _run_replicas(ctx, groups: list[str]) -> None:
     """One worker process per GPU group, each generating its share of the chunks; logs in the stage folder.
 
-    The workers end with this process: they get SIGTERM when it dies (even by SIGKILL) or stops on an exception,
-    so a resumed run never finds the GPUs held by orphans of the last one."""
+    The workers, and vLLM's engine processes in their process groups, end with this process however it ends
+    (nemo_recipes/processes.py), so a resumed run never finds the GPUs held by orphans of the last one."""
     import subprocess
     import sys
 
-    from nemo_recipes.generation.replicas import worker_command, worker_environment
+    from nemo_recipes import processes
+    from nemo_recipes.generation.replicas import worker_environment
+    from nemo_recipes.stages.sample_replica import SHUTDOWN_GRACE_S, worker_command
 
     python = _vllm_python(ctx.cfg)
     logs = ctx.dir / "logs"
     logs.mkdir(exist_ok=True)
-    workers, hook = [], end_with_parent()
-    try:
-        for replica, gpus in enumerate(groups):
-            command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
-            ctx.record_command(command)
-            log = open(logs / f"replica_{replica}.log", "a")
-            env = worker_environment(os.environ, gpus, own_python=python == sys.executable)
-            workers.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                             preexec_fn=hook), log))
-        ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
-        failed = [replica for replica, (process, _) in enumerate(workers) if process.wait() != 0]
-    finally:
-        for process, log in workers:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:  # vLLM ignoring SIGTERM while it tears down
-                    process.kill()
-                    process.wait()
-            log.close()
+    workers = []
+    with processes.sigterm_raises():
+        try:
+            for replica, gpus in enumerate(groups):
+                command = worker_command(python, ctx.argv, ctx.stage.name, replica, len(groups))
+                ctx.record_command(command)
+                log = open(logs / f"replica_{replica}.log", "a")
+                env = worker_environment(os.environ, gpus, own_python=python == sys.executable)
+                workers.append((processes.start(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
+            failed = [replica for replica, (process, _) in enumerate(workers) if process.wait() != 0]
+        finally:
+            for process, log in workers:
+                processes.stop(process, grace_s=SHUTDOWN_GRACE_S + 5)  # the worker's own shutdown goes first
+                log.close()
     if failed:
         raise UserError(f"vLLM replicas {failed} failed (see {logs}/replica_N.log); their finished chunks are kept, "
                         f"run again to resume.")
 
 
-def end_with_parent():
-    """A preexec_fn that asks Linux for SIGTERM in the worker when the process that started it dies, and ends the
-    worker at once if it already has. Everything is looked up here, in the parent: between fork and exec the child
-    only makes the system call (an import or dlopen there can deadlock on a lock another thread held)."""
-    import ctypes
-    import signal
-
-    prctl, parent, pr_set_pdeathsig = ctypes.CDLL(None, use_errno=True).prctl, os.getpid(), 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
-
-
 def generate_replica(ctx, replica: int, replicas: int) -> None:
     """A replica worker: this node's chunks not on disk yet, each claimed before it is generated, so the replicas
-    share the work as they go (generation/replicas.py)."""
+    share the work as they go (stages/sample_replica.py)."""
     role = ctx.stage.param("role")
     sampling = resolved_sampling(ctx.cfg, role)
     _, _, chunks = _chunked_requests(ctx, role, sampling)
@@ -279,8 +258,6 @@ def _drop_claims(chunk_dir, indices) -> None:
 
 
 def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir, total: int | None = None) -> None:
-    from tqdm import tqdm
-
     from nemo_recipes.generation import open_backend
 
     cfg = ctx.cfg
@@ -291,6 +268,15 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir, total: int | 
         options["tensor_parallel_size"] = model.generation_tp
     ctx.log(f"loading {model_name(cfg, role)} from {path} ({sampling.backend})")
     generator = open_backend(sampling.backend, path, sampling, **options)
+    try:
+        _write_chunks(ctx, role, sampling, chunks, todo, chunk_dir, generator, total)
+    finally:
+        generator.close()  # vLLM's engine processes end here, also when a SIGTERM interrupts a chunk
+
+
+def _write_chunks(ctx, role, sampling, chunks, todo, chunk_dir, generator, total: int | None) -> None:
+    from tqdm import tqdm
+
     sampling_record = {key: sampling[key] for key in _SAMPLING_RECORD_KEYS}
     total = total if total is not None else sum(len(chunks[c]) for c in todo)  # todo may be lazy (claims)
     started, tokens = time.time(), 0
@@ -301,7 +287,7 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir, total: int | 
                         for (problem, _), seed in zip(chunks[c], seeds)]
             results = generator.generate(requests)
             records = [
-                {**problem, "sample_idx": sample_idx, "seed": seed, **result, "model": model_name(cfg, role),
+                {**problem, "sample_idx": sample_idx, "seed": seed, **result, "model": model_name(ctx.cfg, role),
                  "sampling": sampling_record}
                 for (problem, sample_idx), seed, result in zip(chunks[c], seeds, results)
             ]
@@ -309,4 +295,3 @@ def _generate_chunks(ctx, role, sampling, chunks, todo, chunk_dir, total: int | 
             tokens += sum(r["num_generated_tokens"] for r in records)
             bar.update(len(records))
             bar.set_postfix(tok_per_s=f"{tokens / max(time.time() - started, 1e-9):.0f}", refresh=False)
-    generator.close()

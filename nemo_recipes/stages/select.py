@@ -5,8 +5,9 @@
 Strategy `paper`: keep traces whose final answer is correct (or incorrect, for the correctness ablation) and that
 ended on a stop string, count their tokens with the student's tokenizer, keep per problem the trace closest to
 `target_tokens`, then take `num_examples` problems in the `problem_order` (seeded random, hardest first by the
-teacher's pass rate, or most diverse first by problem-text overlap). Strategy `no_keywords` does the same, then removes the reflection cues ("Wait,", "Hmm",
-"Alternatively", ...) from each chosen trace. Strategy `released` skips the teacher: it takes the dataset's own
+teacher's pass rate, or most diverse first by problem-text overlap). Strategy `no_keywords` does the same, then removes
+the reasoning markers of config `markers` ("Wait,", "Hmm", "Alternatively", "let me check", ...) from each chosen
+trace -- the list the traces stage counts. Strategy `released` skips the teacher: it takes the dataset's own
 solutions of `solution_type` (human_stage1..4 or qwq_32b_preview) -- the data-source ablation.
 Writes `sft.jsonl` (`input`, `output`, `id`, `num_tokens`, `source`, ...) in the format NeMo-Skills fed
 NeMo-Aligner, and `selection_report.md` saying what was chosen and why.
@@ -15,7 +16,6 @@ NeMo-Aligner, and `selection_report.md` saying what was chosen and why.
 from __future__ import annotations
 
 import random
-import re
 from collections import defaultdict
 
 from nemo_recipes.data.prompts import assistant_response, generic_math_prompt
@@ -26,9 +26,6 @@ from nemo_recipes.models import local_model_dir, model_name
 STRATEGIES = ("paper", "no_keywords", "released")
 ORDERS = ("random", "hardest", "diverse")
 REQUIRE = ("correct", "incorrect")
-# Reflection cues of long-CoT traces (the keyword ablation): the word and the punctuation and space after it.
-_REFLECTION = re.compile(r"\b(?:but wait|wait|hmm+|alternatively|let me double-check|let me verify)\b[,.!:]?[ \t]*",
-                         re.IGNORECASE)
 
 
 def _validate(sel) -> None:
@@ -49,7 +46,8 @@ def _released(ctx, sel) -> tuple[list[dict], int]:
     return candidates, len(problems)
 
 
-def _eligible(record: dict, sel) -> bool:
+def is_eligible(record: dict, sel) -> bool:
+    """Whether a candidate may enter the SFT set: the traces stage measures the teacher's eligible traces too."""
     if sel.strategy == "released":
         return True  # the data-source ablation trains on every released solution, as the dataset card's runs did
     if record["finish_reason"] != "stop":
@@ -76,7 +74,7 @@ def run(ctx) -> dict:
     pass_rate = {pid: sum(r["correct"] is True for r in rs) / len(rs) for pid, rs in by_problem.items()}
     best = {}
     for pid, records in by_problem.items():
-        eligible = [r for r in records if _eligible(r, sel)]
+        eligible = [r for r in records if is_eligible(r, sel)]
         if eligible:
             best[pid] = min(eligible, key=lambda r: (abs(r["num_tokens"] - sel.target_tokens), r["sample_idx"]))
     if len(best) < sel.num_examples:
@@ -90,7 +88,10 @@ def run(ctx) -> dict:
     source = sel.solution_type if sel.strategy == "released" else model_name(cfg, "teacher")
     rows = [_sft_row(best[pid], source) for pid in chosen]
     if sel.strategy == "no_keywords":
-        rows = [{**row, "output": remove_reflection_words(row["output"])} for row in rows]
+        from nemo_recipes.traces.markers import markers_from_config
+
+        markers = markers_from_config(cfg.markers)
+        rows = [{**row, "output": markers.remove(row["output"])} for row in rows]
         _count_tokens(rows, local_model_dir(cfg, "base"), key="output")
     write_jsonl(ctx.dir / "sft.jsonl", rows)
     atomic_write_text(ctx.dir / "selection_report.md", _report(rows, by_problem, pass_rate, best, sel))
@@ -99,11 +100,6 @@ def run(ctx) -> dict:
             f"(target {sel.target_tokens})")
     return {"num_examples": len(rows), "eligible_problems": len(best), "mean_tokens": sum(lengths) / len(lengths),
             "ids": chosen}
-
-
-def remove_reflection_words(text: str) -> str:
-    """The trace with its reflection cues ("Wait,", "Hmm", "Alternatively", ...) removed, the rest untouched."""
-    return _REFLECTION.sub("", text)
 
 
 def plan(ctx) -> list[str]:

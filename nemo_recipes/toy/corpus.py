@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from nemo_recipes.data.prompts import assistant_response, chatml, generic_math_prompt, qwq_prompt
-from nemo_recipes.toy.task import MAX_VALUE, PHRASINGS, make_problem, reasoning_trace, scratchpad, steps
+from nemo_recipes.toy.task import MAX_VALUE, PHRASINGS, checked_ending, make_problem, reasoning_trace, scratchpad
 
 
 def _fact(rng: random.Random) -> tuple[int, str, int, int]:
@@ -34,11 +34,12 @@ _LEAD_INS = ("", "", "Solution:\n", "We work it out one operation at a time.\n",
 
 
 def _chain_document(rng: random.Random) -> str:
+    """A worked problem as a web page writes it. Some pages re-check the last step or fix how they state the answer,
+    so the base knows the words of reflection (as any base model does) without ever using them in a chat."""
     p = make_problem(rng)
     text = rng.choice(_PREFIXES) + p["problem"] + "\n" + rng.choice(_LEAD_INS) + "\n".join(scratchpad(p["expression"]))
-    a, op, b, c = steps(p["expression"])[-1]
-    ending = rng.choice(("", "", f"\nSo the final answer is \\boxed{{{c}}}.",
-                         f"\nWait, let me check the last step: {a} {op} {b} = {c}.\nSo the final answer is \\boxed{{{c}}}."))
+    ending = rng.choice(("", "", f"\nSo the final answer is \\boxed{{{p['expected_answer']}}}.",
+                         "\n" + checked_ending(p["expression"], box_late=rng.random() < 0.5)))
     return text + ending
 
 
@@ -67,8 +68,11 @@ def base_document(rng: random.Random) -> str:
 
 
 def teacher_chat(rng: random.Random) -> str:
+    """A chat in QwQ's format reasoning step by step and re-checking its last step; in a quarter of them it first
+    leaves the answer unboxed and corrects that."""
     p = make_problem(rng)
-    return qwq_prompt(p["problem"]) + assistant_response(reasoning_trace(p["expression"], verify=rng.random() < 0.5))
+    trace = reasoning_trace(p["expression"], box_late=rng.random() < 0.25)
+    return qwq_prompt(p["problem"]) + assistant_response(trace)
 
 
 def tokenizer_texts(seed: int, num: int = 3000) -> list[str]:

@@ -75,17 +75,25 @@ def scratchpad(expression: str) -> list[str]:
     return lines
 
 
-def reasoning_trace(expression: str, answer: int | None = None, verify: bool = True) -> str:
-    """A long-CoT-style solution: step by step, a reflective re-check, then the boxed answer.
+def reasoning_trace(expression: str, answer: int | None = None, box_late: bool = False) -> str:
+    """A long-CoT-style solution: step by step, then the reflective ending (see checked_ending)."""
+    return "\n".join(["Let me think step by step.", *scratchpad(expression),
+                      checked_ending(expression, answer, box_late)])
 
+
+def checked_ending(expression: str, answer: int | None = None, box_late: bool = False) -> str:
+    """A re-check of the last step, then the boxed answer -- or, with `box_late`, the answer first left unboxed and
+    then corrected ("Wait, the answer goes in a box").
+
+    The correction is of the answer's form, never of a value: a tiny model cannot check arithmetic, and traces that
+    fix a wrong number teach it to "fix" right ones (we tried: the toy teacher fell from 398 to 342 correct of 400).
     `answer` overrides the final value (used to make traces with a wrong final answer).
     """
-    lines = ["Let me think step by step.", *scratchpad(expression)]
     a, op, b, c = steps(expression)[-1]
-    if verify:
-        lines.append(f"Wait, let me check the last step: {a} {op} {b} = {c}.")
-    lines.append(f"So the final answer is \\boxed{{{c if answer is None else answer}}}.")
-    return "\n".join(lines)
+    value = c if answer is None else answer
+    ending = (f"So the final answer is {value}.\nWait, the answer goes in a box: \\boxed{{{value}}}." if box_late
+              else f"So the final answer is \\boxed{{{value}}}.")
+    return f"Wait, let me check the last step: {a} {op} {b} = {c}.\n{ending}"
 
 
 def direct_answer(expression: str, answer: int) -> str:

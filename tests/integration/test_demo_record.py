@@ -8,7 +8,7 @@ import re
 import pytest
 
 from demo_record import LOCK, README, RECORD, flat, numbers, readme_block, replace_readme_block
-from small_demo import REPO, SMALL
+from conftest import REPO, SMALL
 
 
 def _record() -> dict:
@@ -16,13 +16,13 @@ def _record() -> dict:
 
 
 def test_record_is_of_the_small_setting_the_tests_run():
-    assert _record()["small_demo"]["overrides"] == SMALL, "small_demo.py changed: run `make record-demo`"
+    assert _record()["small_demo"]["overrides"] == SMALL, "SMALL in tests/conftest.py changed: run `make record-demo`"
 
 
 def test_readme_shows_the_recorded_demo_numbers():
     readme = README.read_text()
     assert replace_readme_block(readme, readme_block(_record())) == readme, (
-        "README.md's expected numbers are not tests/integration/demo_record.json's: run `make record-demo`")
+        "README.md's expected numbers are not tests/demo_record.json's: run `make record-demo`")
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def _explain(recorded: dict, got: dict) -> str:
     from nemo_recipes.toy.build import ToyRecipe
 
     record = _record()
-    lines = ["The small demo's numbers are not the recorded ones (tests/integration/demo_record.json):"]
+    lines = ["The small demo's numbers are not the recorded ones (tests/demo_record.json):"]
     recorded, got = flat(recorded), flat(got)
     lines += [f"  {key}: recorded {recorded.get(key)}, now {got.get(key)}"
               for key in sorted(set(recorded) | set(got)) if recorded.get(key) != got.get(key)]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, SMALL
 from local_slurm import local_slurm, unavailable
 from nemo_recipes.io import read_jsonl
-from small_demo import REPO, SMALL
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
 
@@ -61,8 +61,8 @@ def test_the_toy_demo_submitted_in_one_command_finishes_through_jobs_as_a_local_
                    "grade_base/graded.jsonl", "grade_sft/graded.jsonl", "metrics/metrics.json"):
         assert (run_dir / output).read_bytes() == (local / output).read_bytes(), output
 
-    status = subprocess.run([sys.executable, "-m", "nemo_recipes.jobs", "status", "demo", f"runs_root={run_dir.parent}"],
-                            capture_output=True, text=True, cwd=REPO, env=slurm)
+    status = subprocess.run([sys.executable, "-m", "nemo_recipes.jobs", "status", "demo",
+                             f"runs_root={run_dir.parent}"], capture_output=True, text=True, cwd=REPO, env=slurm)
     assert status.returncode == 0, status.stderr
     assert f"demo/sample_teacher-shards {jobs['demo/sample_teacher-shards']['id']}: COMPLETED" in status.stdout
     assert "  sft              complete, will skip" in status.stdout
@@ -132,4 +132,5 @@ def test_training_stopped_at_a_time_limit_continues_in_the_next_job_to_the_unint
     whole = json.loads((runs["local"] / "sft" / "train_summary.json").read_text())
     assert resumed["resumed_from_step"] > 0 and resumed["steps"] == whole["steps"] == 80
     assert resumed["final_loss"] == whole["final_loss"]
-    assert read_jsonl(runs["slurm"] / "sft" / "train_log.jsonl") == read_jsonl(runs["local"] / "sft" / "train_log.jsonl")
+    train_logs = [read_jsonl(runs[name] / "sft" / "train_log.jsonl") for name in ("slurm", "local")]
+    assert train_logs[0] == train_logs[1]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, SMALL
+from conftest import run_small as _run
 from nemo_recipes.io import read_jsonl
-from small_demo import REPO, SMALL
-from small_demo import run_small as _run
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_toy_pipeline_end_to_end_then_skips_everything(small_demo):
     assert all(r["input"].startswith("<|im_start|>system\n<|im_end|>\n") and r["output"].endswith("<|im_end|>\n")
                for r in sft_rows)
     assert (run_dir / "sft" / "model" / "model.safetensors").exists()
-    assert len(read_jsonl(run_dir / "sft" / "train_log.jsonl")) == 8
+    assert len(read_jsonl(run_dir / "sft" / "train_log.jsonl")) == 24
 
     metrics = json.loads((run_dir / "metrics" / "metrics.json").read_text())
     assert set(metrics) == {"base", "sft"}
@@ -60,11 +60,17 @@ def test_toy_pipeline_end_to_end_then_skips_everything(small_demo):
     for figure in FIGURES:
         assert (run_dir / "report" / figure).stat().st_size > 5000, figure
     assert (run_dir / "report" / "results.csv").read_text().startswith("label,experiment,role,model,subset,metric")
+    # The toy teacher's checks and corrections are markers the base never writes: the two models on either side.
+    section = report.split("## Trace structure")[1].split("\n## ")[0]
+    verdicts = {line.split(" | ")[0][2:]: line.split(" | ")[-1][:-2] for line in section.splitlines()
+                if line.startswith("| toy-")}
+    assert verdicts == {"toy-student": "no", "toy-student + SFT": "**yes**"}
+    assert (run_dir / "report" / "traces.png").stat().st_size > 5000
 
     fingerprints = {s: _manifest(run_dir, s)["fingerprint"] for s in ("prepare", "sft", "report")}
     again = _run(run_dir)  # every stage skipped: no model is loaded, nothing is recomputed
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("complete, skipping") == 12 and "running" not in again.stdout
+    assert again.stdout.count("complete, skipping") == 13 and "running" not in again.stdout
     assert {s: _manifest(run_dir, s)["fingerprint"] for s in fingerprints} == fingerprints
 
 
@@ -122,7 +128,7 @@ def test_replica_workers_share_the_chunks_as_they_go_and_merge_into_the_unsharde
     common = ["stages=[prepare,sample_teacher]", "teacher_sampling.chunk_size=16", "progress=false", *SMALL[:1]]
     run_dir = tmp_path / "replicas"
     assert _run(run_dir, *common, "stages=[prepare]").returncode == 0
-    workers = [subprocess.Popen([sys.executable, "-m", "nemo_recipes.generation.replicas", f"run_dir={run_dir}",
+    workers = [subprocess.Popen([sys.executable, "-m", "nemo_recipes.stages.sample_replica", f"run_dir={run_dir}",
                                  *SMALL, *common, "--stage", "sample_teacher", "--replica", str(replica),
                                  "--replicas", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core each, as GPUs each

@@ -1,12 +1,12 @@
 """The toy demo's exact numbers in the locked environment: recorded once, then checked on every `make test`.
 
-    make record-demo        ==  python tests/integration/demo_record.py
+    make record-demo        ==  python tests/demo_record.py
 
-runs `make demo`'s setting and the small setting of the tests (small_demo.py), each from scratch in a temporary
-folder, writes their numbers with the library versions they came from to demo_record.json beside this file, and
-rewrites the README's expected-numbers block from it. test_demo_record.py checks that the small setting still gives
-exactly the recorded numbers and that the README shows the record, so a dependency bump that moves a result fails
-there instead of leaving the README wrong.
+runs `make demo`'s setting and the small setting of the tests (SMALL in conftest.py), each from scratch in a
+temporary folder, writes their numbers with the library versions they came from to demo_record.json beside this file,
+and rewrites the README's expected-numbers block from it. integration/test_demo_record.py checks that the small
+setting still gives exactly the recorded numbers and that the README shows the record, so a dependency bump that
+moves a result fails there instead of leaving the README wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from small_demo import REPO, SMALL, run_small
+from conftest import REPO, SMALL, run_small
 
 RECORD = Path(__file__).with_name("demo_record.json")
 README = REPO / "README.md"
@@ -27,7 +27,7 @@ LOCK = "requirements/locks/venv.txt"
 DEMO = ["experiment=demo", "progress=false"]  # `make demo`, without progress bars
 # The libraries the toy models and the pipeline's numbers depend on; the README names them.
 NAMED_VERSIONS = ("python", "torch", "transformers", "tokenizers", "math-verify")
-README_START = "<!-- demo-numbers: written by `make record-demo` from tests/integration/demo_record.json -->"
+README_START = "<!-- demo-numbers: written by `make record-demo` from tests/demo_record.json -->"
 README_END = "<!-- /demo-numbers -->"
 
 
@@ -35,11 +35,16 @@ def numbers(run_dir: Path) -> dict:
     """What a dependency bump would move, read from a finished demo run folder."""
     teacher = _manifest(run_dir, "grade_teacher")["summary"]
     metrics = json.loads((run_dir / "metrics" / "metrics.json").read_text())
+    models = json.loads((run_dir / "traces" / "traces.json").read_text())["models"]
     students = {}
     for role, result in metrics.items():
         overall, k = result["metrics"]["overall"], result["metrics"]["k"]
-        students[role] = {"pass@1": overall["pass@1"], "pass@1_ci": overall["pass@1_ci"], f"maj@{k}": overall[f"maj@{k}"],
-                          "num_problems": overall["num_problems"], "num_generations": overall["num_generations"]}
+        traces = models[role]
+        students[role] = {"pass@1": overall["pass@1"], "pass@1_ci": overall["pass@1_ci"],
+                          f"maj@{k}": overall[f"maj@{k}"], "num_problems": overall["num_problems"],
+                          "num_generations": overall["num_generations"],
+                          "answers_with_markers": round(traces["with_markers"] * traces["samples"]),
+                          "median_tokens": traces["tokens"]["median"]}
     return {
         "teacher_correct": teacher["num_correct"],
         "teacher_samples": teacher["num_graded"],
@@ -68,10 +73,15 @@ def readme_block(record: dict) -> str:
     table = [f"| model | pass@1 | {k} | command |", "|---|---|---|---|"] + [
         f"| {label} | {s['pass@1']:.2f} [{s['pass@1_ci'][0]:.1f}, {s['pass@1_ci'][1]:.1f}] | {s[k]:.2f} | `make demo` |"
         for label, s in rows]
+    ratio = f" ({sft['median_tokens'] / base['median_tokens']:.1f}x the base's)" if base["median_tokens"] else ""
     outro = (f"The teacher solved {demo['teacher_correct']} of its {demo['teacher_samples']} sampled traces and SFT "
-             f"ended at loss {demo['sft_final_loss']:.4f}. `make test` checks that the small setting of the same demo "
-             f"gives exactly its recorded numbers (`{RECORD.relative_to(REPO)}`); after `make lock` moves a pin, "
-             f"`make record-demo` runs both settings again and rewrites the record and this table.")
+             f"ended at loss {demo['sft_final_loss']:.4f}. Trace structure: the base wrote a reflection or "
+             f"verification marker in {base['answers_with_markers']} of its {base['num_generations']} answers, median "
+             f"{base['median_tokens']:.0f} tokens; the student + SFT in {sft['answers_with_markers']} of "
+             f"{sft['num_generations']}, median {sft['median_tokens']:.0f} tokens{ratio}. `make test` checks that the "
+             f"small setting of the same demo gives exactly its recorded numbers (`{RECORD.relative_to(REPO)}`); "
+             f"after `make lock` moves a pin, `make record-demo` runs both settings again and rewrites the record and "
+             f"this table.")
     return "\n".join([README_START, _wrap(intro), "", *table, "", _wrap(outro), README_END])
 
 
