@@ -133,7 +133,7 @@ def test_every_class_has_answers_accepted_and_near_misses_refused_by_the_strict_
 def test_record_fields_keep_nemo_skills_names_and_add_each_judge():
     verdicts = Verdicts(Verdict(False, "ok"), Verdict(True, "ok"))
     assert verdict_fields(verdicts) == {
-        "correct": False, "grade_status": "ok", "judge": "nemo_skills",
+        "correct": False, "grade_status": "ok",
         "correct_nemo_skills": False, "grade_status_nemo_skills": "ok", "correct_strict": True,
         "grade_status_strict": "ok",
     }

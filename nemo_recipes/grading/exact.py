@@ -115,7 +115,7 @@ def _is_relation(value: Basic) -> bool:
 
 def _sides(equation: Basic) -> list[Basic]:
     """The sides of `a = b` or of a chain `a = b = c`, left to right."""
-    relations = getattr(equation, "_unsorted_args", equation.args) if isinstance(equation, And) else [equation]
+    relations = _ordered(equation) if isinstance(equation, And) else [equation]
     sides = []
     for relation in relations:
         sides += [side for side in (relation.lhs, relation.rhs) if not sides or side != sides[-1]]
@@ -124,14 +124,15 @@ def _sides(equation: Basic) -> list[Basic]:
 
 def _matches_equation(gold: Basic, answer: Basic) -> bool:
     sides = _sides(gold)
-    if all(_closed(side) for side in sides):  # an identity, `\binom{5}{2} = 10`: either side is the answer
+    identity = all(_closed(side) for side in sides)
+    if identity:  # an identity, `\binom{5}{2} = 10`: either side is the answer
         values = sides
     elif _is_name(sides[0]):  # `x = 5`, `y = x^2 + 1`: the value named
         values = [side for side in sides[1:] if not _is_name(side)]
     else:  # an equation in unknowns, `2x + 4y = 3`: only an equivalent equation answers it
         values = []
     if _is_equation(answer):
-        if values and all(_closed(side) for side in sides):
+        if identity:
             return any(same_value(value, _sides(answer)[-1]) for value in values)
         return _same_equation(sides, _sides(answer))
     return any(same_value(value, answer) for value in values)

@@ -41,7 +41,7 @@ def grade_records(
     pool: WorkerPool | None = None,
 ) -> list[dict]:
     """One output record per input sample: the record plus `predicted_answer`, then `correct` and `grade_status` as
-    `judge` decided, and both judges' verdicts (judges.verdict_fields).
+    `judge` decided, both judges' verdicts (judges.verdict_fields) and the name of `judge`.
 
     `correct` is None only for a timeout; a missing answer or an unparseable one is False, as in NeMo-Skills.
     workers=0 grades in this process, which must then be its main thread (math-verify's timeouts use SIGALRM).
@@ -61,7 +61,7 @@ def grade_records(
         pool=pool,
     )
     return [
-        {**record, "predicted_answer": answer, **verdict_fields(both, judge)}
+        {**record, "predicted_answer": answer, **verdict_fields(both, judge), "judge": judge}
         for record, answer, both in zip(records, answers, verdicts)
     ]
 

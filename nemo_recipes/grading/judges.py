@@ -40,9 +40,10 @@ def check_judge(judge: str) -> str:
 
 
 def verdict_fields(verdicts: Verdicts, judge: str = DEFAULT_JUDGE) -> dict:
-    """`correct` and `grade_status` from `judge`, then each judge's own pair of fields."""
+    """`correct` and `grade_status` from `judge`, then each judge's own pair of fields. Which judge that was is one
+    value per run: the caller writes it once per record (`judge`), not once per sample."""
     chosen = getattr(verdicts, check_judge(judge))
-    fields = {"correct": chosen.correct, "grade_status": chosen.status, "judge": judge}
+    fields = {"correct": chosen.correct, "grade_status": chosen.status}
     for name, verdict in zip(JUDGES, verdicts):
         fields[f"correct_{name}"] = verdict.correct
         fields[f"grade_status_{name}"] = verdict.status
