@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
@@ -24,6 +25,15 @@ def make_shareable(path_or_fd: str | os.PathLike | int, directory: bool = False)
             os.chmod(path_or_fd, mode)
     except OSError:  # a file system that refuses chmod (some ACL, SMB or FUSE mounts): keep what it gave
         pass
+
+
+def link_or_copy(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """A hard link to `source` at `destination` (no bytes copied), or a copy where the file system refuses one
+    (another device, or links not allowed); shutil.copytree's copy_function."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 def _umask() -> int:

@@ -166,7 +166,8 @@ def sft_settings_problems(cfg) -> list[str]:
 
 def _settings_checks(cfg, num_packs: int | None) -> list:
     from nemo_recipes.training.lr_schedule import check_schedule
-    from nemo_recipes.training.nemo_yaml import check_final_weights, check_precision
+    from nemo_recipes.training.checkpoints import check_final_weights
+    from nemo_recipes.training.nemo_yaml import check_precision
     from nemo_recipes.training.packed_data import check_pack_attention
 
     plan, sft = parallel_plan(cfg), cfg.sft

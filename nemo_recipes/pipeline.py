@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from nemo_recipes.errors import RequirementsNotMet, UserError
-from nemo_recipes.io import read_json, sha256_file, write_json
+from nemo_recipes.io import link_or_copy, read_json, sha256_file, write_json
 from nemo_recipes.models import model_path, sampling_config
 from nemo_recipes.resources import Estimate, estimate, size_text, total, unmet_requirements
 
@@ -337,19 +337,12 @@ def _reuse(cfg, ctx: StageContext, config_hash: str, inputs_hash: str) -> bool:
             continue
         temporary = ctx.dir.with_name(f".{ctx.stage.name}.reusing")
         shutil.rmtree(temporary, ignore_errors=True)
-        shutil.copytree(source, temporary, copy_function=_link_or_copy)
+        shutil.copytree(source, temporary, copy_function=link_or_copy)
         write_json(temporary / MANIFEST, {**manifest, "reused_from": str(source)})  # replaces the link, not the source
         temporary.rename(ctx.dir)  # the stage appears complete or not at all
         ctx.log(f"identical to {source}: reused it (hard links where possible)")
         return True
     return False
-
-
-def _link_or_copy(source: str, destination: str) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(source, destination)
 
 
 def stage_keys(cfg) -> dict[str, str]:

@@ -23,6 +23,12 @@ TRAINING_STATE = "training_state.pt"
 FINAL_WEIGHTS = ("average", "last")
 
 
+def check_final_weights(final_weights, key: str = "sft.final_weights") -> str:
+    if final_weights not in FINAL_WEIGHTS:
+        raise UserError(f"{key} is '{final_weights}'; use one of {', '.join(FINAL_WEIGHTS)}.")
+    return final_weights
+
+
 def latest_checkpoint(root) -> Path | None:
     """The complete checkpoint with the highest step under `root`, or None."""
     steps = saved_checkpoints(root)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
@@ -32,8 +31,9 @@ import tempfile
 from pathlib import Path
 
 from nemo_recipes.errors import UserError
+from nemo_recipes.io import link_or_copy
+from nemo_recipes.training.checkpoints import FINAL_WEIGHTS, check_final_weights, publish_directory
 
-MODES = ("average", "last")
 WEIGHTS_DIR = "model_weights"
 MODEL_CONFIG = "model_config.yaml"
 # A checkpoint folder NeMo's ModelCheckpoint names from the filename template: ...-step=<N>-...[-last]
@@ -46,8 +46,7 @@ ONE_DEVICE = {"tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1
 
 def write_final_weights(mode: str, checkpoint_dir, base_model_dir, output_dir) -> list[Path]:
     """Write `output_dir` (an unpacked .nemo) from the checkpoints; returns the checkpoints it was made from."""
-    if mode not in MODES:
-        raise UserError(f"final weights mode '{mode}' is not one of {', '.join(MODES)}.")
+    check_final_weights(mode, "the final weights mode")
     checkpoint_dir, base_model_dir, output_dir = Path(checkpoint_dir), Path(base_model_dir), Path(output_dir)
     if not (base_model_dir / MODEL_CONFIG).is_file():
         raise UserError(f"{base_model_dir} has no {MODEL_CONFIG}: it must be the unpacked base .nemo.")
@@ -64,8 +63,7 @@ def write_final_weights(mode: str, checkpoint_dir, base_model_dir, output_dir) -
         for pattern in ("*.model", "*.json"):  # tokenizer artifacts, as NeMo-Skills copies them
             for file in base_model_dir.glob(pattern):
                 shutil.copy2(file, tmp / file.name)
-        shutil.rmtree(output_dir, ignore_errors=True)
-        os.replace(tmp, output_dir)
+        publish_directory(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -157,21 +155,14 @@ def _link_model_weights(source: Path, target: Path) -> None:
         if entry.name.startswith(OPTIMIZER_PREFIX):
             continue
         if entry.is_dir():
-            shutil.copytree(entry, target / entry.name, copy_function=_link_or_copy)
+            shutil.copytree(entry, target / entry.name, copy_function=link_or_copy)
         else:
-            _link_or_copy(entry, target / entry.name)
-
-
-def _link_or_copy(source, target) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+            link_or_copy(entry, target / entry.name)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=FINAL_WEIGHTS)
     parser.add_argument("--checkpoint-dir", required=True, help="exp_manager's <explicit_log_dir>/checkpoints")
     parser.add_argument("--base-model-dir", required=True, help="the unpacked base .nemo: its config and tokenizer")
     parser.add_argument("--output-dir", required=True, help="the unpacked .nemo to write")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_recipes.errors import Interrupted, UserError
-from nemo_recipes.training.checkpoints import FINAL_WEIGHTS
+from nemo_recipes.training.checkpoints import check_final_weights
 from nemo_recipes.training.packed_data import check_pack_attention
 
 # The SFT data contract (DESIGN.md 1, research/nemo_aligner.md 3.3): `input` is the rendered ChatML prompt,
@@ -58,12 +58,6 @@ def check_precision(precision) -> str:
         raise UserError(f"sft.precision is '{precision}', but NeMo-Aligner SFT with megatron_amp_O2 trains in "
                         f"{' or '.join(NEMO_PRECISIONS)}.")
     return precision
-
-
-def check_final_weights(final_weights) -> str:
-    if final_weights not in FINAL_WEIGHTS:
-        raise UserError(f"sft.final_weights is '{final_weights}'; use one of {', '.join(FINAL_WEIGHTS)}.")
-    return final_weights
 
 
 def write_gpt_sft_config(cfg, *, nemo_model_path, packed_data_path, output_dir, config_dir=None) -> Path:

@@ -36,8 +36,8 @@ from nemo_recipes.errors import Interrupted, UserError
 from nemo_recipes.io import atomic_write_text, sha256_file, write_json
 from nemo_recipes.packing import DEFAULT_LOSS_MASK_ALIGNMENT
 from nemo_recipes.training.checkpoints import (
-    FINAL_WEIGHTS,
     average_checkpoint_weights,
+    check_final_weights,
     latest_checkpoint,
     load_training_state,
     publish_directory,
@@ -147,8 +147,7 @@ def train(
         raise UserError(f"attn_implementation {attn_implementation!r} is not one of sdpa, eager.")
     if save_interval is not None and save_interval < 1:
         raise UserError(f"save_interval must be a positive number of steps or None, got {save_interval}.")
-    if final_weights not in FINAL_WEIGHTS:
-        raise UserError(f"final_weights {final_weights!r} is not one of {', '.join(FINAL_WEIGHTS)}.")
+    check_final_weights(final_weights, "final_weights")
     check_pack_attention(pack_attention)
     check_schedule(lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, constant_steps=constant_steps, max_steps=max_steps)
     settings = {
@@ -186,6 +185,10 @@ def train(
     resumed_from_step = progress_state["step"]
     _drop_log_lines_after(log_path, resumed_from_step)
 
+    # The save schedule; a checkpoint saved to stop before a time limit is not in it (a run without that stop would
+    # not have it), so the average leaves it out.
+    save_steps = {s for s in range(1, max_steps + 1) if s % save_interval == 0 or s == max_steps} if save_interval \
+        else set()
     batches: dict[int, dict] = {}
     started = time.time()
     bar = tqdm(total=max_steps, initial=resumed_from_step, desc="SFT", unit="step", file=sys.stderr,
@@ -193,7 +196,8 @@ def train(
     for step in range(resumed_from_step, max_steps):
         if deadline is not None and step > resumed_from_step and time.time() >= deadline:
             bar.close()
-            _stop_before_time_limit(checkpoint_root, step, max_steps, model, optimizer, progress_state, settings)
+            _stop_before_time_limit(checkpoint_root, step, max_steps, model, optimizer, progress_state, settings,
+                                    saved=step in save_steps)
         step_lr = nemo_cosine_annealing_lr(
             step, lr=lr, min_lr=min_lr, max_steps=max_steps, warmup_steps=warmup_steps, constant_steps=constant_steps
         )
@@ -209,17 +213,14 @@ def train(
         _append_log(log_path, {"step": step + 1, "loss": loss, "lr": step_lr, "grad_norm": grad_norm, "tokens": tokens})
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.2e}")
-        if save_interval and ((step + 1) % save_interval == 0 or step + 1 == max_steps):
+        if step + 1 in save_steps:
             _save(checkpoint_root, model, optimizer, progress_state, settings)
     bar.close()
 
     model_path = output_dir / "model"
     averaged = []
-    if final_weights == "average" and save_interval:
-        # The checkpoints of the save schedule: not one saved to stop before a time limit, which a run without
-        # that stop would not have.
-        scheduled = {s for s in range(1, max_steps + 1) if s % save_interval == 0 or s == max_steps}
-        weights, averaged = average_checkpoint_weights(checkpoint_root, steps=scheduled)
+    if final_weights == "average" and save_steps:
+        weights, averaged = average_checkpoint_weights(checkpoint_root, steps=save_steps)
         _load_weights(model, weights)
     _save_final_model(model, model_dir, model_path)
     summary = {
@@ -242,12 +243,12 @@ def _save(checkpoint_root: Path, model, optimizer, progress_state: dict, setting
 
 
 def _stop_before_time_limit(checkpoint_root: Path, step: int, max_steps: int, model, optimizer, progress_state: dict,
-                            settings: dict) -> None:
-    latest = latest_checkpoint(checkpoint_root)
-    if latest is None or latest.name != f"step_{step}":
-        latest = _save(checkpoint_root, model, optimizer, progress_state, settings)
+                            settings: dict, *, saved: bool) -> None:
+    """Save `step` (unless the schedule just `saved` it) and stop; the stage's next run resumes from there."""
+    checkpoint = latest_checkpoint(checkpoint_root) if saved else _save(
+        checkpoint_root, model, optimizer, progress_state, settings)
     raise Interrupted(f"training stopped at step {step} of {max_steps} to save before the job's time limit "
-                      f"({latest}); the next run of the stage resumes there.")
+                      f"({checkpoint}); the next run of the stage resumes there.")
 
 
 def _load_model(path, device, attn_implementation: str):
