@@ -58,16 +58,20 @@ def _new_group_ending_with(parent: int):
     return hook
 
 
-def stop(process: subprocess.Popen, grace_s: float) -> None:
-    """End `process` and every process in its group: SIGTERM now, SIGKILL for those still there after grace_s.
+def stop(*children: subprocess.Popen, grace_s: float) -> None:
+    """End each child and every process in its group: SIGTERM to all now, SIGKILL for those still there after
+    grace_s -- one grace period for all of them, so the last of several replicas is not left generating while the
+    first ones shut down.
 
-    Returns once the leader is reaped and the group is empty (or holds only zombies for init to reap)."""
-    _signal_group(process.pid, signal.SIGTERM)
+    Returns once every leader is reaped and every group is empty (or holds only zombies for init to reap)."""
+    for child in children:
+        _signal_group(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(process):
+    while time.monotonic() < deadline and any(_group_alive(child) for child in children):
         time.sleep(0.1)
-    _signal_group(process.pid, signal.SIGKILL)
-    process.wait()
+    for child in children:
+        _signal_group(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def _group_alive(process: subprocess.Popen) -> bool:

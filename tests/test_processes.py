@@ -102,3 +102,12 @@ def test_stop_returns_at_once_when_the_group_ends_on_sigterm():
     started = time.monotonic()
     processes.stop(child, grace_s=30)
     assert time.monotonic() - started < 5 and child.returncode == -signal.SIGTERM
+
+
+def test_stop_gives_several_groups_one_grace_period_together_not_one_each():
+    children = [processes.start([sys.executable, "-c", DEAF_TO_SIGTERM]) for _ in range(3)]
+    time.sleep(1)  # let them install their handlers
+    started = time.monotonic()
+    processes.stop(*children, grace_s=3)
+    assert time.monotonic() - started < 8  # one after another: at least 9 s
+    assert all(child.returncode == -signal.SIGKILL and processes.group_members(child.pid) == [] for child in children)

@@ -209,9 +209,9 @@ def _run_replicas(ctx, groups: list[str]) -> None:
                 workers.append((processes.start(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
             ctx.log(f"{len(groups)} vLLM replicas on GPUs {' | '.join(groups)}; logs in {logs}")
             failed = [replica for replica, (process, _) in enumerate(workers) if process.wait() != 0]
-        finally:
-            for process, log in workers:
-                processes.stop(process, grace_s=SHUTDOWN_GRACE_S + 5)  # the worker's own shutdown goes first
+        finally:  # each worker's own shutdown goes first
+            processes.stop(*(process for process, _ in workers), grace_s=SHUTDOWN_GRACE_S + 5)
+            for _, log in workers:
                 log.close()
     if failed:
         raise UserError(f"vLLM replicas {failed} failed (see {logs}/replica_N.log); their finished chunks are kept, "
