@@ -224,3 +224,14 @@ def test_command_on_any_generations_file(tmp_path, capsys, tiny_tokenizer_dir):
     assert capsys.readouterr().err == (f"error: {tuned}:1: no 'num_generated_tokens'; pass --tokenizer (a Hugging "
                                        f"Face tokenizer folder) to count the tokens, or --tokens-key to name the "
                                        f"field.\n")
+
+
+def test_command_refuses_a_row_whose_generations_are_not_text_as_grading_does(tmp_path, capsys):
+    from nemo_recipes.traces.cli import main
+
+    source = tmp_path / "bad.jsonl"
+    _write(source, [{"generation": "\\boxed{4}", "num_generated_tokens": 3}, {"generation": [5],
+                                                                              "num_generated_tokens": [3]}])
+    assert main([str(source)]) == 2
+    assert capsys.readouterr().err == (f"error: {source}:2: 'generation' must be a string or a non-empty list of "
+                                       f"strings.\n")

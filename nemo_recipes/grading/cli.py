@@ -26,7 +26,7 @@ from pathlib import Path
 from nemo_recipes.errors import UserError
 from nemo_recipes.grading.compare import NEMO_SKILLS, CompareSettings
 from nemo_recipes.grading.extract import EXTRACTION_MODES, extract_answer
-from nemo_recipes.grading.files import Row, iter_rows, write_extended_rows
+from nemo_recipes.grading.files import Row, iter_rows, row_generations, write_extended_rows
 from nemo_recipes.grading.grade import compare_pairs, start_grading_pool
 from nemo_recipes.grading.judges import DEFAULT_JUDGE, JUDGES, NO_ANSWER, check_judge, verdict_fields
 
@@ -112,7 +112,7 @@ def grade_file(
                 raise UserError(f"{input_path}, line {row.line_number}: '{gold_key}' is null; every row needs a "
                                 f"gold answer.")
             gold = str(row.data[gold_key])
-            for position, text in enumerate(_generations(row.data, generation_key, input_path, row.line_number)):
+            for position, text in enumerate(row_generations(row, generation_key, input_path)):
                 answer = extract_answer(text, mode=mode, reasoning_end=reasoning_end)
                 samples.append((len(rows) - 1, position, gold, answer))
                 if answer is not None and (gold, answer) not in pair_order:
@@ -203,14 +203,6 @@ def _write(path: str | Path, write) -> None:
         write()
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}.") from error
-
-
-def _generations(row: dict, key: str, path, line_number: int) -> list[str | None]:
-    value = row[key]
-    texts = value if isinstance(value, list) else [value]
-    if not texts or not all(text is None or isinstance(text, str) for text in texts):
-        raise UserError(f"{path}:{line_number}: '{key}' must be a string or a non-empty list of strings.")
-    return texts
 
 
 def _sample_field(row: dict, key: str, position: int, default=None):

@@ -39,6 +39,16 @@ def iter_rows(path: str | os.PathLike, required_keys: Sequence[str] = ()) -> Ite
     return _rows(path, required_keys)
 
 
+def row_generations(row: Row, key: str, path) -> list[str | None]:
+    """A row's samples under `key`: its one string as a list of one, or its list of strings (None for a sample
+    that produced nothing)."""
+    value = row.data[key]
+    texts = value if isinstance(value, list) else [value]
+    if not texts or not all(text is None or isinstance(text, str) for text in texts):
+        raise UserError(f"{path}:{row.line_number}: '{key}' must be a string or a non-empty list of strings.")
+    return texts
+
+
 def _rows(path: Path, required_keys: Sequence[str]) -> Iterator[Row]:
     with open(path, "rb") as lines:
         for line_number, raw in enumerate(lines, start=1):

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.grading.files import iter_rows
+from nemo_recipes.grading.files import iter_rows, row_generations
 from nemo_recipes.traces.analysis import describe, divergence, measure, verdict
 from nemo_recipes.traces.markers import markers_from_config
 
@@ -84,10 +84,7 @@ def analyse_files(inputs: Sequence[str], *, base: str | None = None, sft_set: st
 def _samples(path: str, text_key: str, tokens_key: str, finish_key: str | None, count):
     """(text, tokens, finish_reason) of every sample in the file, a row's list of samples one by one."""
     for row in iter_rows(path, (text_key,)):
-        texts = row.data[text_key]
-        texts = texts if isinstance(texts, list) else [texts]
-        if not texts or not all(text is None or isinstance(text, str) for text in texts):
-            raise UserError(f"{path}:{row.line_number}: '{text_key}' must be a string or a non-empty list of strings.")
+        texts = row_generations(row, text_key, path)
         tokens = row.data.get(tokens_key)
         if tokens is None:
             if count is None:
