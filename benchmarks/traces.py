@@ -62,6 +62,7 @@ def paper_scale(problems: int, samples: int, workers: int) -> None:
     from nemo_recipes.cli import compose_config
     from nemo_recipes.grading.cli import grade_file
     from nemo_recipes.io import iter_jsonl
+    from nemo_recipes.stages.traces import trace_samples
     from nemo_recipes.traces.analysis import measure
     from nemo_recipes.traces.markers import markers_from_config
 
@@ -75,8 +76,7 @@ def paper_scale(problems: int, samples: int, workers: int) -> None:
         print(f"paper scale: {len(records)} generations, {source.stat().st_size / 1e6:.0f} MB of JSONL; machine: "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} just before timing")
         start = time.perf_counter()
-        traces = measure(((r["generation"], r["num_generated_tokens"], r["finish_reason"]) for r in iter_jsonl(source)),
-                         markers)
+        traces = measure(trace_samples(iter_jsonl(source)), markers)
         analysis = time.perf_counter() - start
         start = time.perf_counter()
         grade_file(source, Path(folder) / "regraded.jsonl", subset_key="subset", workers=workers, progress=False)

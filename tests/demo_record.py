@@ -48,7 +48,7 @@ def numbers(run_dir: Path) -> dict:
     return {
         "teacher_correct": teacher["num_correct"],
         "teacher_samples": teacher["num_graded"],
-        "sft_examples": len((run_dir / "select" / "sft.jsonl").read_text().splitlines()),
+        "sft_examples": _manifest(run_dir, "select")["summary"]["num_examples"],
         "sft_final_loss": _manifest(run_dir, "sft")["summary"]["final_loss"],
         "students": students,
     }

@@ -56,7 +56,7 @@ def plan(ctx) -> list[str]:
 
 def _model(ctx, role: str, markers) -> dict:
     graded = iter_jsonl(ctx.input_dir(f"grade_{role}") / "graded.jsonl", required_keys=_GENERATION_KEYS)
-    return {"model": model_name(ctx.cfg, role), **measure(_samples(graded), markers)}
+    return {"model": model_name(ctx.cfg, role), **measure(trace_samples(graded), markers)}
 
 
 def _teacher(ctx, markers) -> dict:
@@ -65,7 +65,7 @@ def _teacher(ctx, markers) -> dict:
 
     graded = iter_jsonl(ctx.input_dir("grade_teacher") / "graded.jsonl", required_keys=(*_GENERATION_KEYS, "correct"))
     eligible = (record for record in graded if is_eligible(record, ctx.cfg.selection))
-    return {"model": model_name(ctx.cfg, "teacher"), **measure(_samples(eligible), markers)}
+    return {"model": model_name(ctx.cfg, "teacher"), **measure(trace_samples(eligible), markers)}
 
 
 def _sft_set(ctx, markers) -> dict:
@@ -74,6 +74,7 @@ def _sft_set(ctx, markers) -> dict:
             **measure(((row["output"], row["num_tokens"], None) for row in rows), markers)}
 
 
-def _samples(records):
+def trace_samples(records):
+    """(text, tokens, finish_reason) of each graded record, as traces.analysis.measure takes them."""
     return ((record["generation"] or "", record["num_generated_tokens"], record["finish_reason"])
             for record in records)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
+from pathlib import Path
 
 import pytest
 
 from demo_record import LOCK, README, RECORD, flat, numbers, readme_block, replace_readme_block
-from conftest import REPO, SMALL
+from conftest import SMALL
+from test_locks import pins
 
 
 def _record() -> dict:
@@ -62,7 +63,7 @@ def _differences_from_the_lock() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     differences = []
-    for name, pinned in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (REPO / LOCK).read_text(), re.MULTILINE):
+    for name, (pinned, _) in pins(Path(LOCK).stem).items():
         try:
             installed = version(name)
         except PackageNotFoundError:
