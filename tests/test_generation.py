@@ -177,13 +177,13 @@ def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeyp
             return self.code
 
     monkeypatch.setattr(processes, "start", FakeProcess)
-    monkeypatch.setattr(processes, "stop", lambda process, grace_s: stopped.append(process))
+    monkeypatch.setattr(processes, "stop", lambda *children, grace_s: stopped.append(children))
     (tmp_path / "sample_teacher").mkdir()
     with pytest.raises(UserError, match=r"vLLM replicas \[2\] failed .*replica_N.log\); their finished chunks are kept"):
         sample._run_replicas(ctx, sample._replica_groups(cfg, "teacher", cfg.teacher_sampling))
     assert [gpus for _, gpus in started] == ["0,1", "2,3", "4,5", "6,7"]
     assert [command[-3] for command, _ in started] == ["0", "1", "2", "3"]
-    assert len(stopped) == 4  # every worker's group is ended, the ones that finished too
+    assert len(stopped) == 1 and len(stopped[0]) == 4  # every worker's group is ended at once, the finished too
     missing = compose_config(["experiment=main", "cluster.vllm_python=/opt/no-such-venv/bin/python"])
     with pytest.raises(UserError, match="cluster.vllm_python=/opt/no-such-venv/bin/python is not an executable"):
         sample._vllm_python(missing)
