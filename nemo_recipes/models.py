@@ -14,10 +14,14 @@ def model_config(cfg, role: str):
     return cfg.teacher if role == "teacher" else cfg.student
 
 
+def sampling_key(role: str) -> str:
+    """The config group a role is sampled with: the teacher's on the seed problems, the students' on the benchmark."""
+    return "teacher_sampling" if role == "teacher" else "eval_sampling"
+
+
 def sampling_config(cfg, role: str):
-    """The sampling settings a role is sampled with: the teacher's on the seed problems, the students' on the
-    benchmark."""
-    return cfg.teacher_sampling if role == "teacher" else cfg.eval_sampling
+    """The sampling settings a role is sampled with (sampling_key)."""
+    return cfg[sampling_key(role)]
 
 
 def model_path(cfg, role: str, build: bool = True) -> str:

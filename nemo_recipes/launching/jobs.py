@@ -79,13 +79,13 @@ def plan_jobs(runs: list[RunJobs]) -> list[Job]:
 
 
 def _sampling_jobs(jobs: list[Job], run: RunJobs, stage, waits: set[str]) -> str:
-    from nemo_recipes.models import sampling_config
+    from nemo_recipes.models import sampling_config, sampling_key
 
     role = stage.param("role")
     sampling, cluster = sampling_config(run.cfg, role), run.cfg.cluster
     gpus = int(cluster.gpus_per_node) if sampling.backend == "vllm" else 0
     shards = int(sampling.num_shards)
-    key = "teacher_sampling" if role == "teacher" else "eval_sampling"
+    key = sampling_key(role)
     hours = run.hours.get(stage.name, 0.0) / (shards * max(gpus, 1))
     if shards == 1:  # one node generates and merges
         return _add(jobs, Job(f"{run.name}/{stage.name}", run.name, "sampling", [stage.name], gpus_per_node=gpus,

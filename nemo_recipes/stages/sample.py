@@ -23,7 +23,7 @@ from nemo_recipes.data.prompts import render_prompt
 from nemo_recipes.errors import UserError
 from nemo_recipes.generation.top_k import resolved_sampling
 from nemo_recipes.io import iter_jsonl, read_jsonl, write_jsonl
-from nemo_recipes.models import model_config, model_name, model_path, sampling_config
+from nemo_recipes.models import model_config, model_name, model_path, sampling_config, sampling_key
 
 PROBLEM_KEYS = ("id", "problem", "expected_answer", "subset")
 _SAMPLING_RECORD_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "prompt", "backend")
@@ -43,7 +43,7 @@ def run(ctx) -> dict:
     if todo and sampling.merge_only:
         raise UserError(f"{len(todo)} of {len(chunks)} chunks are missing in {chunk_dir} (shards "
                         f"{_shards_text(todo, sampling.num_shards)}), and this run only merges "
-                        f"({_sampling_key(role)}.merge_only): a shard job failed or was cancelled (its log says why); "
+                        f"({sampling_key(role)}.merge_only): a shard job failed or was cancelled (its log says why); "
                         f"submit again to generate them.")
     if todo and sampling.backend == "vllm":
         _drop_claims(chunk_dir, todo)  # left by a killed run's workers; this run holds the lock on these chunks
@@ -121,10 +121,6 @@ def _chunked_requests(ctx, role: str, sampling):
     requests = [(problem, sample_idx) for problem in problems for sample_idx in range(sampling.n)]
     chunks = [requests[i:i + sampling.chunk_size] for i in range(0, len(requests), sampling.chunk_size)]
     return problems, requests, chunks
-
-
-def _sampling_key(role: str) -> str:
-    return "teacher_sampling" if role == "teacher" else "eval_sampling"
 
 
 def _shards_text(chunks: list[int], num_shards: int) -> str:

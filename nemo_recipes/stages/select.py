@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from nemo_recipes.data.problems import prepared_problems_file
 from nemo_recipes.data.prompts import assistant_response, generic_math_prompt
 from nemo_recipes.errors import UserError
 from nemo_recipes.io import atomic_write_text, read_jsonl, write_jsonl
@@ -39,7 +40,7 @@ def _validate(sel) -> None:
 
 def _released(ctx, sel) -> tuple[list[dict], int]:
     """The dataset's own solutions of one type (human_stage1..4, qwq_32b_preview) as single candidates."""
-    problems = read_jsonl(ctx.input_dir("prepare") / "problems.jsonl", required_keys=("id", "problem"))
+    problems = read_jsonl(prepared_problems_file(ctx.run_dir, "teacher"), required_keys=("id", "problem"))
     candidates = [{**p, "generation": p["solutions"][sel.solution_type], "sample_idx": 0, "correct": None,
                    "finish_reason": "stop"}
                   for p in problems if sel.solution_type in (p.get("solutions") or {})]
