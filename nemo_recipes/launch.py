@@ -348,15 +348,21 @@ def training_deadline(cluster) -> float | None:
     if not cluster.get("inside_job") or not cluster.get("time_limit"):
         return None
     started = float(os.environ.get("NEMO_RECIPES_JOB_START") or time.time())
-    return started + slurm_time_seconds(cluster.time_limit) - stop_margin_seconds(cluster)
+    return started + training_seconds_per_job(cluster)
+
+
+def training_seconds_per_job(cluster) -> int:
+    """How long a job with cluster.time_limit trains: the limit less cluster.stop_before_time_limit."""
+    return slurm_time_seconds(cluster.time_limit) - stop_margin_seconds(cluster)
 
 
 def stop_margin_seconds(cluster) -> int:
     """How long before a job's time limit training stops to save (cluster.stop_before_time_limit, [D-]HH:MM:SS)."""
-    margin = slurm_time_seconds(cluster.get("stop_before_time_limit") or "00:15:00", "cluster.stop_before_time_limit")
+    written = cluster.get("stop_before_time_limit") or "00:15:00"
+    margin = slurm_time_seconds(written, "cluster.stop_before_time_limit")
     if cluster.get("time_limit") and margin >= slurm_time_seconds(cluster.time_limit):
         raise UserError(f"cluster.time_limit '{cluster.time_limit}' leaves no time to train before "
-                        f"cluster.stop_before_time_limit '{cluster.get('stop_before_time_limit') or '00:15:00'}'.")
+                        f"cluster.stop_before_time_limit '{written}'.")
     return margin
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from nemo_recipes.launch import slurm_time_seconds, stop_margin_seconds
+from nemo_recipes.launch import training_seconds_per_job
 
 ARRAY_INDEX = "${SLURM_ARRAY_TASK_ID}"  # expanded by the job's shell: the shard of an array task
 
@@ -129,7 +129,7 @@ def training_job_count(cluster, hours: float) -> int:
         return int(cluster.training_jobs)
     if not cluster.get("time_limit"):
         return 1
-    usable = (slurm_time_seconds(str(cluster.time_limit)) - stop_margin_seconds(cluster)) / 3600
+    usable = training_seconds_per_job(cluster) / 3600
     return math.ceil(hours / usable) + 1 if hours > 0 else 1
 
 

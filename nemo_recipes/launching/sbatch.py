@@ -25,7 +25,7 @@ def script(job: Job, *, cluster, command: list[str], environment: dict[str, str]
     """The batch script; `dependencies` are sbatch's dependency terms, e.g. ["afterok:123", "afterany:124"]."""
     header = _header(job, cluster, log, dependencies)
     exports = [f"export {name}={_value(value)}" for name, value in environment.items()]
-    srun = srun_command(job, cluster, [], environment=environment, mounts=mounts, workdir=workdir)
+    srun = srun_command(job, cluster, environment=environment, mounts=mounts, workdir=workdir)
     return "\n".join(["#!/bin/bash", *header, "set -u", "", *exports,
                       'export NEMO_RECIPES_JOB_START="$(date +%s)"  # training stops to save before the limit', "",
                       " \\\n    ".join([*map(_word, srun), " ".join(map(_word, command))]), ""])
@@ -49,9 +49,8 @@ def _header(job: Job, cluster, log: str, dependencies: list[str]) -> list[str]:
     return lines + [f"#SBATCH {arg}" for arg in cluster.get("sbatch_extra_args") or []]
 
 
-def srun_command(job: Job, cluster, command: list[str], *, environment: dict[str, str], mounts: list[str],
-                 workdir: str) -> list[str]:
-    """srun of `command` over the job's tasks, in the container when there is one."""
+def srun_command(job: Job, cluster, *, environment: dict[str, str], mounts: list[str], workdir: str) -> list[str]:
+    """The srun that runs the job's command over its tasks, in the container when there is one."""
     srun = ["srun", f"--nodes={job.nodes}", f"--ntasks-per-node={job.tasks_per_node}", "--kill-on-bad-exit=1",
             "--wait=10"]
     image = pyxis_image(cluster.get("container_image"))
@@ -61,7 +60,7 @@ def srun_command(job: Job, cluster, command: list[str], *, environment: dict[str
                  # pyxis keeps the image's value of a variable the image sets (PATH, PYTHONPATH, ...) unless named here
                  f"--container-env={','.join(sorted(environment))}"]
     srun += [str(arg) for arg in cluster.get("srun_extra_args") or []]
-    return srun + command
+    return srun
 
 
 def pyxis_image(image) -> str | None:

@@ -296,13 +296,12 @@ def _max_time_per_run(cluster) -> str | None:
     15 minutes, as NeMo-Skills sets it. None for a local run."""
     import time
 
-    from nemo_recipes.launch import slurm_time_seconds, stop_margin_seconds, training_deadline
+    from nemo_recipes.launch import training_deadline, training_seconds_per_job
 
     if cluster.get("launcher") != "slurm" or not cluster.get("time_limit"):
         return None
     deadline = training_deadline(cluster)
-    seconds = int(deadline - time.time()) if deadline is not None else (
-        slurm_time_seconds(cluster.time_limit) - stop_margin_seconds(cluster))
+    seconds = int(deadline - time.time()) if deadline is not None else training_seconds_per_job(cluster)
     if seconds <= 0:
         raise Interrupted("no time is left in this job to train before its time limit; the next job trains.")
     days, rest = divmod(seconds, 86400)
