@@ -10,7 +10,6 @@ NAME is an experiment (python -m nemo_recipes experiment=NAME cluster=slurm) or 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -49,20 +48,19 @@ def _submission(runs_root: Path, names: list[str]) -> Path:
 
 
 def status(submission: Path) -> int:
-    from nemo_recipes.launching.slurm import job_states, run_stage_states
+    from nemo_recipes.launching.slurm import job_states, read_submission, run_stage_states, tasks_text
 
-    record = json.loads((submission / "submission.json").read_text())
+    record = read_submission(submission)
     states = job_states([job["id"] for job in record["jobs"]])
     print(f"submission {submission.parent.name} of {record['created']} ({submission})")
     for run, stages in run_stage_states(record).items():
         print(f"\nrun {run} ({record['runs'][run]['run_dir']})")
         for stage, state in stages.items():
             jobs = [job for job in record["jobs"] if job["run"] == run and stage in job["stages"]]
-            slurm = "; ".join(f"{job['key']} {job['id']}: " + ", ".join(f"{s} {d}".strip() for s, d in
-                                                                        states[job["id"]]) for job in jobs)
+            slurm = "; ".join(f"{job['key']} {job['id']}: {tasks_text(states[job['id']])}" for job in jobs)
             print(f"  {stage:<16} {state:<40} {slurm or '-'}")
     for job in (job for job in record["jobs"] if not job["stages"]):  # a target's report
-        print(f"\n{job['key']} {job['id']}: " + ", ".join(f"{s} {d}".strip() for s, d in states[job["id"]]))
+        print(f"\n{job['key']} {job['id']}: {tasks_text(states[job['id']])}")
     print(f"\nlogs: {submission / 'logs'}")
     return 0
 
@@ -74,11 +72,9 @@ def _wait(submission: Path) -> int:
 
 
 def cancel(submission: Path) -> int:
-    from nemo_recipes.launching.slurm import ENDED, cancel_ids, job_states
+    from nemo_recipes.launching.slurm import cancel_ids, live_jobs, read_submission
 
-    record = json.loads((submission / "submission.json").read_text())
-    states = job_states([job["id"] for job in record["jobs"]])
-    live = [job for job in record["jobs"] if not all(s in ENDED for s, _ in states[job["id"]])]
+    live = live_jobs(read_submission(submission))
     if live:
         cancel_ids([job["id"] for job in live])
     print(f"cancelled {len(live)} job(s) of {submission}" + (": " + ", ".join(j["key"] for j in live) if live else

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
@@ -29,11 +28,12 @@ import time
 from pathlib import Path
 
 from nemo_recipes.errors import UserError
-from nemo_recipes.io import write_json
+from nemo_recipes.io import read_json, write_json
 from nemo_recipes.launching.jobs import Job, RunJobs, add_final_job, critical_path_hours, plan_jobs
 from nemo_recipes.launching.sbatch import log_path, script
 
 JOBS_DIR = ".jobs"
+SUBMISSION = "submission.json"  # in each submission's folder, the record of its runs and jobs
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE", "GONE"}
 # Keys the submit command decides for every job itself, so the user's values never reach a job's command line.
@@ -238,9 +238,7 @@ def _refuse_if_active(root: Path) -> None:
     latest = latest_submission(root)
     if latest is None:
         return
-    record = json.loads((latest / "submission.json").read_text())
-    states = job_states([job["id"] for job in record["jobs"]])
-    active = [job["key"] for job in record["jobs"] if not all(s in ENDED for s, _ in states.get(job["id"], []))]
+    active = [job["key"] for job in live_jobs(read_submission(latest))]
     if active:
         raise UserError(f"jobs of the last submission ({latest.name}) are still queued or running "
                         f"({', '.join(active)}); wait for them (python -m nemo_recipes.jobs status {root.name}) or cancel them "
@@ -290,7 +288,7 @@ def _submit(jobs: list[Job], runs: list[Run], submission: Path) -> dict:
             print(f"cancelled the {len(ids)} jobs submitted before the failure.", file=sys.stderr)
         raise
     finally:
-        write_json(submission / "submission.json", record)
+        write_json(submission / SUBMISSION, record)
     return record
 
 
@@ -306,8 +304,24 @@ def cancel_ids(ids: list[str]) -> None:
     subprocess.run(["scancel", *ids], capture_output=True, text=True)
 
 
+def read_submission(folder: Path) -> dict:
+    """What a submission folder records: its runs, with their overrides and stages, and its jobs, with their ids."""
+    return read_json(folder / SUBMISSION)
+
+
+def live_jobs(record: dict) -> list[dict]:
+    """The jobs of a submission that Slurm still has queued or running (any task of an array)."""
+    states = job_states([job["id"] for job in record["jobs"]])
+    return [job for job in record["jobs"] if not all(state in ENDED for state, _ in states[job["id"]])]
+
+
+def tasks_text(tasks: list[tuple[str, str]]) -> str:
+    """A job's Slurm state as printed: `COMPLETED`, `FAILED exit 75:0`, one entry per task of an array."""
+    return ", ".join(f"{state} {detail}".strip() for state, detail in tasks)
+
+
 def latest_submission(root: Path) -> Path | None:
-    submissions = sorted(p for p in root.glob("*") if (p / "submission.json").is_file()) if root.is_dir() else []
+    submissions = sorted(p for p in root.glob("*") if (p / SUBMISSION).is_file()) if root.is_dir() else []
     return submissions[-1] if submissions else None
 
 
@@ -342,15 +356,14 @@ def job_states(ids: list[str]) -> dict[str, list[tuple[str, str]]]:
 def wait(submission: Path, poll_s: float = 30) -> int:
     """Follow the submission's jobs until every one has ended; a job that can never start (it waits for one that
     failed) is cancelled. Returns 0 when every run's selected stages are complete, else 1 with why."""
-    record = json.loads((submission / "submission.json").read_text())
+    record = read_submission(submission)
     ids = {job["id"]: job for job in record["jobs"]}
     seen: dict[str, list] = {}
     while True:
         states = job_states(list(ids))
         for job_id, tasks in states.items():
             if tasks != seen.get(job_id):
-                print(f"  {ids[job_id]['key']} ({job_id}): " + ", ".join(f"{s} {d}".strip() for s, d in tasks),
-                      flush=True)
+                print(f"  {ids[job_id]['key']} ({job_id}): {tasks_text(tasks)}", flush=True)
         seen = states
         stuck = [job_id for job_id, tasks in states.items()
                  if any(s == "PENDING" and "DependencyNeverSatisfied" in d for s, d in tasks)]
