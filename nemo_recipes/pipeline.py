@@ -311,7 +311,7 @@ def _damage(stage_dir: Path, manifest: dict) -> Damage | None:
         except FileNotFoundError:
             missing.append(name)
             continue
-        if stat.st_size != size or (stat.st_mtime_ns != mtime and _file_content(path, stat) != content):
+        if stat.st_size != size or (stat.st_mtime_ns != mtime and _content_of_moved_file(path, stat) != content):
             return Damage(f"{name} changed since it completed", changed=True)
     if missing:
         more = f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else ""
@@ -535,6 +535,19 @@ def _outputs_hash(entries: list[list]) -> str:
 
 def _file_content(path: Path, stat) -> str:
     return sha256_file(path) if stat.st_size <= _HASH_CONTENT_LIMIT else f"mtime:{stat.st_mtime_ns}"
+
+
+_moved_file_contents: dict[tuple, str] = {}
+
+
+def _content_of_moved_file(path: Path, stat) -> str:
+    """_file_content of an output whose mtime moved since its stage completed (a copy without -p): hashed once per
+    process, not on every look at the stage's state -- a planning pass looks at each stage once per stage after it.
+    The key holds what any write changes (ctime cannot be set back), so a rewritten file is hashed again."""
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key not in _moved_file_contents:
+        _moved_file_contents[key] = _file_content(path, stat)
+    return _moved_file_contents[key]
 
 
 def _hash(obj: Any) -> str:

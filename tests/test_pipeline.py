@@ -385,6 +385,23 @@ def test_a_complete_stage_whose_output_is_gone_runs_again_and_one_whose_output_c
     assert stage_states(cfg)["prepare"] == "complete, will skip"
 
 
+def test_an_output_with_a_new_mtime_is_hashed_once_and_again_when_it_is_rewritten(tmp_path, monkeypatch):
+    from nemo_recipes import pipeline
+
+    cfg = _cfg(tmp_path, "stages=[prepare]")
+    run_pipeline(cfg)
+    problems = tmp_path / "run" / "prepare" / "problems.jsonl"
+    problems.touch()  # a copy without -p: a new mtime, the same content
+    hashed = []
+    real = pipeline.sha256_file
+    monkeypatch.setattr(pipeline, "sha256_file", lambda path, *args: hashed.append(Path(path)) or real(path, *args))
+    for _ in range(3):
+        assert pipeline.stage_states(cfg)["prepare"] == "complete, will skip"
+    assert hashed == [problems]
+    problems.write_text(problems.read_text().replace("0001", "0002", 1))  # a digit changed: the same size
+    assert pipeline.stage_states(cfg)["prepare"] == "damaged (problems.jsonl changed since it completed): will recompute"
+
+
 def test_a_shard_run_ends_with_its_own_chunks_and_the_merge_only_run_names_the_missing_shards(tmp_path, capsys):
     from nemo_recipes.io import read_json
 
