@@ -70,6 +70,23 @@ def test_a_stage_two_runs_share_is_computed_by_one_job_the_other_run_waits_for(t
     assert set(report.after_ok) == {"main/metrics", "ablation-correctness-incorrect/metrics"}
 
 
+def test_a_stage_another_run_has_completed_is_linked_by_a_cpu_job_not_sampled_again(tmp_path):
+    from nemo_recipes.launching.jobs import RunJobs, plan_jobs
+    from nemo_recipes.pipeline import stage_graph, stage_keys
+
+    plans = []  # main has sampled the teacher already (make reproduce-main), the ablation's run has not started
+    for run, done in zip(_runs(tmp_path, "main", "ablation-correctness-incorrect"), (("prepare", "sample_teacher"), ())):
+        keys, stages = stage_keys(run.cfg), [stage for stage in stage_graph(run.cfg) if stage.name not in done]
+        plans.append(RunJobs(run.name, run.cfg, stages, keys, {stage.name: 1.0 for stage in stages},
+                             {keys[name] for name in done}))
+    jobs = {job.key: job for job in plan_jobs(plans)}
+    linked = next(job for key, job in jobs.items()
+                  if key.startswith("ablation-correctness-incorrect/") and "sample_teacher" in job.stages)
+    assert linked.kind == "cpu" and linked.gpus_per_node == 0 and not linked.array
+    assert not any(key.startswith("main/") for key in linked.after_ok)  # nothing of main's to wait for
+    assert "main/sample_teacher-shards" not in jobs
+
+
 def test_the_training_chain_covers_the_estimate_in_time_limits_less_the_save_margin():
     cluster = compose_config(["experiment=main", *SLURM]).cluster
     assert training_job_count(cluster, 3.74) == 2  # 3 h 45 min of each 4 h job, plus one for the estimate's error

@@ -54,19 +54,22 @@ class RunJobs:
     stages: list                      # pipeline.Stage still to run, in graph order
     keys: dict[str, str]              # pipeline.stage_keys: equal keys in two runs = the same computation
     hours: dict[str, float]           # estimated GPU-hours of each stage (resources.Estimate.gpu_hours)
+    complete_keys: set[str] = dataclasses.field(default_factory=set)  # keys of the stages complete in its folder
 
 
 def plan_jobs(runs: list[RunJobs]) -> list[Job]:
     """Every job of the submission, each after the jobs it waits for."""
     jobs: list[Job] = []
     computed_by: dict[str, str] = {}  # stage key -> the job (of any run) that completes it
+    complete = set().union(*(run.complete_keys for run in runs))  # ...or a run of the submission has completed
     for run in runs:
         completes: dict[str, str] = {}  # stage name -> the job of this run that completes it
         for stage in run.stages:
             waits = {completes[need] for need in stage.needs if need in completes}
             key = run.keys[stage.name]
-            if key in computed_by:  # another run computes it: wait for that job, then link its result here
-                completes[stage.name] = _cpu_job(jobs, run.name, stage.name, waits | {computed_by[key]})
+            if key in computed_by or key in complete:  # another run computes it or has it: link it here, after
+                producer = {computed_by[key]} if key in computed_by else set()  # the job computing it if any
+                completes[stage.name] = _cpu_job(jobs, run.name, stage.name, waits | producer)
                 continue
             if stage.job == "sampling":
                 completes[stage.name] = _sampling_jobs(jobs, run, stage, waits)

@@ -97,12 +97,13 @@ def plan_submission(runs: list[Run], *, target: str | None = None, show: bool = 
 
 
 def _run_jobs(cfg, keys) -> RunJobs:
-    from nemo_recipes.pipeline import pending_stages, stage_estimate, StageContext
+    from nemo_recipes.pipeline import pending_stages, stage_estimate, stage_states, StageContext
 
     stages = pending_stages(cfg)
     hours = {stage.name: stage_estimate(StageContext(cfg, stage, Path(cfg.run_dir), progress=False)).gpu_hours
              for stage in stages}
-    return RunJobs(cfg.experiment_name, cfg, stages, keys, hours)
+    complete = {keys[name] for name, state in stage_states(cfg).items() if state == "complete, will skip"}
+    return RunJobs(cfg.experiment_name, cfg, stages, keys, hours, complete)
 
 
 def _print_jobs(jobs: list[Job], cluster) -> None:
