@@ -25,7 +25,7 @@ def _runs(tmp_path, *experiments, overrides=()):
 
 def _jobs(tmp_path, *experiments, overrides=(), target=None):
     runs = _runs(tmp_path, *experiments, overrides=overrides)
-    return runs, {job.key: job for job in plan_submission(runs, target=target)}
+    return runs, {job.key: job for job in plan_submission(runs, target=target)[0]}
 
 
 def test_the_main_run_is_shard_arrays_with_merges_a_training_chain_and_grouped_cpu_stages(tmp_path):

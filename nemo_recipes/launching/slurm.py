@@ -54,7 +54,7 @@ def submit(runs: list[Run], *, name: str, target: str | None = None) -> int:
     """Plan, check and submit the jobs of `runs` (one experiment, or every run of a reproduction `target`, whose
     report a last job renders); with cluster.wait, wait for them and return 1 when a run did not complete."""
     first = runs[0].cfg
-    jobs = plan_submission(runs, target=target, show=True)
+    jobs, needs = plan_submission(runs, target=target)
     _print_jobs(jobs, first.cluster)
     root = Path(first.runs_root).absolute() / JOBS_DIR / name
     if first.dry_run:
@@ -63,7 +63,7 @@ def submit(runs: list[Run], *, name: str, target: str | None = None) -> int:
     if not jobs:
         print("nothing to submit: every selected stage is complete.")
         return 0
-    _check_requirements(runs)
+    _check_requirements(runs, needs)
     _refuse_if_active(root)
     _move_forced_aside(runs)
     submission = root / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -75,25 +75,24 @@ def submit(runs: list[Run], *, name: str, target: str | None = None) -> int:
     return wait(submission, poll_s=float(first.cluster.get("poll_s") or 30))
 
 
-def plan_submission(runs: list[Run], *, target: str | None = None, show: bool = False) -> list[Job]:
-    """The jobs of a submission (and, with `show`, every run's plan printed first)."""
+def plan_submission(runs: list[Run], *, target: str | None = None) -> tuple[list[Job], list]:
+    """Print every run's plan; return the jobs of the submission, and what each run's stages still to run need
+    (resources.Estimate; a stage an earlier run computes counts there only)."""
     from nemo_recipes.pipeline import print_plan, selected_stages, stage_keys
 
-    plans, shared_by = [], {}
+    plans, needs, shared_by = [], [], {}
     for run in runs:
-        keys = stage_keys(run.cfg)
-        if show:
-            shared = {stage.name: shared_by[keys[stage.name]] for stage in selected_stages(run.cfg)
-                      if keys[stage.name] in shared_by}
-            print_plan(run.cfg, selected_stages(run.cfg), [f"experiment={run.name}", *run.overrides], shared)
-            print()
+        keys, stages = stage_keys(run.cfg), selected_stages(run.cfg)
+        shared = {stage.name: shared_by[keys[stage.name]] for stage in stages if keys[stage.name] in shared_by}
+        needs.append(print_plan(run.cfg, stages, [f"experiment={run.name}", *run.overrides], shared))
+        print()
         shared_by.update({key: run.name for key in keys.values() if key not in shared_by})
         plans.append(_run_jobs(run.cfg, keys))
     jobs = plan_jobs(plans)
     if target and jobs:
         add_final_job(jobs, f"{target}/report", ["nemo_recipes.reproduce", "--report", target,
                                                  *_common_overrides(runs[0])])
-    return jobs
+    return jobs, needs
 
 
 def _run_jobs(cfg, keys) -> RunJobs:
@@ -203,15 +202,13 @@ def job_mounts(cfg, code: Path) -> list[str]:
     return same_path_mounts(folders, extra=cfg.cluster.get("container_mounts") or ())
 
 
-def _check_requirements(runs: list[Run]) -> None:
+def _check_requirements(runs: list[Run], needs: list) -> None:
     from nemo_recipes.errors import RequirementsNotMet
-    from nemo_recipes.pipeline import pending_needs, selected_stages
     from nemo_recipes.resources import unmet_requirements
 
     problems = []
-    for run in runs:
-        problems += [p for p in unmet_requirements(run.cfg, pending_needs(run.cfg, selected_stages(run.cfg)))
-                     if p not in problems]
+    for run, need in zip(runs, needs):
+        problems += [p for p in unmet_requirements(run.cfg, need) if p not in problems]
     image = _image_problem(runs[0].cfg.cluster)
     if image:
         problems.append(image)
