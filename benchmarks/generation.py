@@ -29,7 +29,7 @@ def _tokens_per_second(generator, requests) -> tuple[float, int]:
 
 
 def _toy_teacher(num_prompts: int):
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.data.prompts import qwq_prompt
     from nemo_recipes.models import model_path
     from nemo_recipes.toy.task import make_problems

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_share() -> None:
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import stage_graph
     from nemo_recipes.report.plots import _pyplot
     from nemo_recipes.report.render import load_result
@@ -59,7 +59,7 @@ def demo_share() -> None:
 
 
 def paper_scale(problems: int, samples: int, workers: int) -> None:
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.grading.cli import grade_file
     from nemo_recipes.io import iter_jsonl
     from nemo_recipes.stages.traces import trace_samples

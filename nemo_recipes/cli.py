@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from nemo_recipes.config import CONF_DIR, compose_config, compose_configs, config_options  # noqa: F401
+from nemo_recipes.config import compose_config, config_options
 from nemo_recipes.errors import RequirementsNotMet, UserError
 
 USAGE = """\

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nemo_recipes.cli import CONF_DIR, compose_config, config_options, main
+from nemo_recipes.cli import main
+from nemo_recipes.config import CONF_DIR, compose_config, config_options
 from nemo_recipes.errors import UserError
 
 GROUP_KEYS = {  # config group -> the keys it is mounted at in config.yaml

@@ -73,7 +73,7 @@ def test_vllm_requests_carry_the_paper_sampling_and_a_per_request_seed():
 
 
 def test_sampling_reads_a_hub_models_pinned_revision_and_nothing_else_does():
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.stages.sample import _revision
 
     cfg = compose_config(["experiment=main", "teacher.revision=91906fe4", "student.revision=abc123"])
@@ -147,7 +147,7 @@ def test_replicas_claim_each_chunk_once_as_they_go_and_skip_written_ones(tmp_pat
 
 def test_sample_stage_starts_one_worker_per_gpu_group_for_vllm(tmp_path, monkeypatch):
     from nemo_recipes import processes
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import sample
 
@@ -260,7 +260,7 @@ def test_vllm_backend_hands_vllm_our_token_ids_and_bounds_the_cpu_kv_cache(cpu, 
 
 
 def test_the_plan_prints_the_engine_arguments_of_the_machine_it_runs_on(tmp_path):
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import sample
 

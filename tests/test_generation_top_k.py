@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from nemo_recipes.cli import compose_config
+from nemo_recipes.config import compose_config
 from nemo_recipes.errors import UserError
 from nemo_recipes.generation import open_backend
 from nemo_recipes.generation.top_k import TOP_K_OFF, generation_config_top_k, resolved_sampling

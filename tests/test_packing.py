@@ -233,7 +233,7 @@ def test_too_long_sample_is_refused_by_id_and_lengths(tmp_path, tiny_tokenizer_d
 
 
 def test_the_recipe_packs_as_nemo_skills_did_first_fit_in_nemos_shuffled_order():
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
 
     for experiment in ("main", "demo"):
         assert compose_config([f"experiment={experiment}"]).sft.packing_algorithm == "first_fit_shuffle"

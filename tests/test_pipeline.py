@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nemo_recipes.cli import compose_config, main
+from nemo_recipes.cli import main
+from nemo_recipes.config import compose_config
 from nemo_recipes.errors import UserError
 from nemo_recipes.pipeline import run_pipeline, stage_graph, stage_lock
 

@@ -185,7 +185,7 @@ def test_runs_with_different_sample_counts_share_one_report(tmp_path):
 
 
 def test_a_runs_own_report_after_a_config_edit_shows_no_numbers_under_the_new_settings(tmp_path):
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import StageContext, stage_graph
     from nemo_recipes.stages import report
 
@@ -201,7 +201,7 @@ def test_a_runs_own_report_after_a_config_edit_shows_no_numbers_under_the_new_se
 
 
 def test_a_run_on_part_of_the_benchmark_is_not_compared_with_the_papers_figures():
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.targets import paper_figures, paper_row
 
     row = paper_row("main", "sft")
@@ -211,7 +211,7 @@ def test_a_run_on_part_of_the_benchmark_is_not_compared_with_the_papers_figures(
 
 
 def test_the_report_renders_again_when_any_stage_config_changes_even_with_the_same_output():
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import config_digest, stage_graph
 
     def report_hash(*overrides):

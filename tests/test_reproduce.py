@@ -194,7 +194,7 @@ def test_an_edited_paper_figure_makes_the_runs_report_stage_render_again(tmp_pat
     import shutil
 
     from nemo_recipes import targets
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.pipeline import config_digest, stage_graph
 
     def report_hash():

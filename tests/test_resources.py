@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_recipes.cli import compose_config
+from nemo_recipes.config import compose_config
 from nemo_recipes.pipeline import stage_graph
 from nemo_recipes.resources import estimate, total, unmet_requirements
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nemo_recipes.cli import compose_config
+from nemo_recipes.config import compose_config
 from nemo_recipes.errors import UserError
 from nemo_recipes.pipeline import StageContext, stage_graph
 from nemo_recipes.stages import select

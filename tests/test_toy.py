@@ -55,7 +55,7 @@ def test_base_chats_ask_single_facts_and_teacher_chats_reason():
 def test_teacher_chats_carry_markers_that_base_chats_never_do():
     from omegaconf import OmegaConf
 
-    from nemo_recipes.cli import CONF_DIR
+    from nemo_recipes.config import CONF_DIR
     from nemo_recipes.traces.markers import markers_from_config
 
     markers = markers_from_config(OmegaConf.load(CONF_DIR / "config.yaml").markers)

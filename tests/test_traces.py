@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nemo_recipes.cli import compose_config
+from nemo_recipes.config import compose_config
 from nemo_recipes.errors import UserError
 from nemo_recipes.traces.analysis import describe, divergence, measure, verdict
 from nemo_recipes.traces.markers import markers_from_config

@@ -182,7 +182,7 @@ def test_an_evaluation_stage_samples_the_benchmark_through_vllm(rechunked):
 # ids vLLM's own tokenizer makes of the same prompt strings.
 WATCH_PROMPT_IDS = textwrap.dedent("""
     import json, sys
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.generation.top_k import resolved_sampling
     from nemo_recipes.generation.vllm import VLLMGenerator
     from nemo_recipes.models import model_path
@@ -211,7 +211,7 @@ WATCH_PROMPT_IDS = textwrap.dedent("""
 
 
 def test_vllm_generates_from_our_token_ids_not_from_its_own_encoding_of_the_prompt(tmp_path):
-    from nemo_recipes.cli import compose_config
+    from nemo_recipes.config import compose_config
     from nemo_recipes.data.prompts import render_prompt
     from nemo_recipes.models import model_path
     from nemo_recipes.tokenizer import load_tokenizer
