@@ -18,3 +18,11 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
     if (Path(path) / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
+
+
+def token_counter(path: str):
+    """A function from texts to their token counts under the tokenizer at `path`, one batched call each: the
+    model's own tokens, without the special tokens a chat template or the generation adds around them."""
+    tokenizer = load_tokenizer(path)
+    return lambda texts: [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False,
+                                                        verbose=False)["input_ids"]]

@@ -114,12 +114,10 @@ def plan(ctx) -> list[str]:
 
 def _count_tokens(records: list[dict], tokenizer_path: str, key: str = "generation") -> None:
     """num_tokens of each record's `key` text with the student's tokenizer, in one batched call."""
-    from nemo_recipes.tokenizer import load_tokenizer
+    from nemo_recipes.tokenizer import token_counter
 
-    tokenizer = load_tokenizer(tokenizer_path)
-    encoded = tokenizer([r[key] for r in records], add_special_tokens=False)["input_ids"]
-    for record, ids in zip(records, encoded):
-        record["num_tokens"] = len(ids)
+    for record, count in zip(records, token_counter(tokenizer_path)([r[key] for r in records])):
+        record["num_tokens"] = count
 
 
 def _order(problem_ids: list[str], pass_rate: dict, sel, problems: dict[str, str]) -> list[str]:

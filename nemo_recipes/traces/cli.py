@@ -109,10 +109,9 @@ def _at(value, position: int, path: str, line_number: int, key: str):
 def _token_counter(tokenizer: str | None):
     if tokenizer is None:
         return None
-    from nemo_recipes.tokenizer import load_tokenizer
+    from nemo_recipes.tokenizer import token_counter
 
-    loaded = load_tokenizer(tokenizer)
-    return lambda texts: [len(ids) for ids in loaded(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+    return token_counter(tokenizer)
 
 
 def _parser() -> argparse.ArgumentParser:
