@@ -22,7 +22,7 @@ endif
 .DEFAULT_GOAL := help
 .PHONY: help install install-vllm lock record-demo test test-fast test-nemo demo plan reproduce-main ablation-scale \
         ablation-source ablation-correctness eval-baselines report targets status cancel docker-pin docker-build \
-        docker-run bench-packing bench-grading bench-generation clean
+        docker-run bench-packing bench-grading bench-generation bench-traces clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -189,7 +189,6 @@ bench-grading: $(INSTALLED) ## our grader vs a naive parse+verify loop on 256 x 
 bench-generation: $(INSTALLED) $(VLLM_VENV)/.installed ## vLLM (CPU build) vs batched hf vs one prompt at a time, toy teacher
 	$(PY) benchmarks/generation.py --vllm-python $(VLLM_VENV)/bin/python
 
-.PHONY: bench-traces
 bench-traces: $(INSTALLED) ## the trace analysis's share of a demo run, and its speed vs grading at paper scale
 	$(PY) benchmarks/traces.py
 
