@@ -3,8 +3,11 @@ on Megatron's own checkpoints in tests/nemo_compat/test_final_weights.py)."""
 
 from __future__ import annotations
 
-import yaml
+import os
+import stat
+
 import pytest
+import yaml
 
 from nemo_recipes.errors import UserError
 from nemo_recipes.training.final_weights import (
@@ -64,6 +67,12 @@ def test_last_links_the_model_weights_and_writes_the_base_config_for_one_device(
             config["context_parallel_size"], config["sequence_parallel"]) == (1, 1, 1, False)
     assert (output / "tokenizer_config.json").is_file()
     assert not list(tmp_path.glob(".final_nemo.tmp*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o777 & ~umask  # the group's, as mkdir gives: not mkdtemp's 0700
+
+    write_final_weights("last", checkpoints, base_model, output)  # again: the folder is replaced, nothing left over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base_model", "checkpoints", "final_nemo"]
 
 
 def test_averaging_refuses_checkpoints_not_in_zarr_in_one_sentence(tmp_path, base_model):
